@@ -1,0 +1,1 @@
+"""Spark jobs of the recjobs nightly recommendation suite (one module per job)."""

@@ -1,0 +1,1 @@
+"""Shared plumbing for the jobs: configuration, Spark session, Delta I/O and the run log."""

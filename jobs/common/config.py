@@ -1,0 +1,227 @@
+"""Layered, validated configuration.
+
+Layers, later wins: ``conf/default.yaml`` <- ``--conf FILE`` (repeatable) <- ``--set key.path=value``
+(repeatable) <- ``${ENV}`` interpolation in string values. ``default.yaml`` doubles as the schema:
+a key it does not have, or a value whose type differs from its default, is a :class:`ConfigError`
+(exit 2) naming the key and the file it came from. Mappings listed in :data:`FREE_FORM` (Spark
+settings) take any key.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import yaml
+
+from conf import CONF_DIR
+from jobs.common.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_FILE = CONF_DIR / "default.yaml"
+FREE_FORM = frozenset({"spark.conf"})
+_ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_SECRET_RE = re.compile(r"(password|secret|token|key)", re.IGNORECASE)
+
+
+class Config(dict):
+    """A nested ``dict`` with dotted-path access: ``cfg.get_path("clean.window_days")``."""
+
+    def get_path(self, path: str) -> Any:
+        """Return the value at a dotted path.
+
+        Args:
+            path: Dotted key path such as ``"lake.root"``.
+
+        Raises:
+            ConfigError: If the path does not exist.
+        """
+        node: Any = self
+        walked = []
+        for part in path.split("."):
+            walked.append(part)
+            if not isinstance(node, Mapping) or part not in node:
+                raise ConfigError(f"configuration key '{'.'.join(walked)}' does not exist")
+            node = node[part]
+        return node
+
+    def section(self, path: str) -> dict:
+        """Return a copy of the mapping at ``path`` (for passing plain values to transforms)."""
+        value = self.get_path(path)
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"configuration key '{path}' is not a mapping")
+        return copy.deepcopy(dict(value))
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.exists():
+        raise ConfigError(f"configuration file {path} does not exist; pass an existing file to --conf")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"configuration file {path} is not valid YAML: {exc}".replace("\n", " ")) from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"configuration file {path} must hold a mapping at the top level")
+    return data
+
+
+def _type_name(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _type_ok(default: Any, value: Any) -> bool:
+    if default is None:
+        # a null default marks an optional scalar (a run id, a master URL)
+        return not isinstance(value, (dict, list))
+    if value is None:
+        return False
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, str):
+        return isinstance(value, str)
+    if isinstance(default, list):
+        return isinstance(value, list)
+    if isinstance(default, dict):
+        return isinstance(value, dict)
+    return isinstance(value, type(default))
+
+
+def _merge(schema: dict, target: dict, layer: Mapping, source: str, prefix: str = "") -> None:
+    """Merge ``layer`` into ``target``, checking every key and type against ``schema``."""
+    for key, value in layer.items():
+        key = str(key)
+        path = f"{prefix}{key}"
+        if prefix.rstrip(".") in FREE_FORM:
+            target[key] = value
+            continue
+        if key not in schema:
+            raise ConfigError(
+                f"unknown configuration key '{path}' in {source}; "
+                f"remove it or use one of: {', '.join(sorted(schema))}"
+            )
+        default = schema[key]
+        if isinstance(default, dict) and path not in FREE_FORM:
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"configuration key '{path}' in {source} must be a mapping, got {_type_name(value)}")
+            _merge(default, target.setdefault(key, {}), value, source, f"{path}.")
+            continue
+        if not _type_ok(default, value):
+            raise ConfigError(
+                f"configuration key '{path}' in {source} must be {_type_name(default)}"
+                f" (like the default {json.dumps(default)}), got {_type_name(value)} {json.dumps(value, default=str)}"
+            )
+        if path in FREE_FORM:
+            target.setdefault(key, {}).update(value)
+        else:
+            target[key] = float(value) if isinstance(default, float) and value is not None else value
+
+
+def parse_override(text: str) -> dict:
+    """Turn ``a.b.c=value`` into ``{"a": {"b": {"c": value}}}``; the value is parsed as YAML.
+
+    Keys under a free-form mapping (``spark.conf.spark.sql.shuffle.partitions=8``) keep their dots.
+    """
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r} must look like key.path=value")
+    path, raw = text.split("=", 1)
+    path = path.strip()
+    if not path:
+        raise ConfigError(f"--set {text!r} has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    parts = path.split(".")
+    for free in FREE_FORM:
+        free_parts = free.split(".")
+        if parts[: len(free_parts)] == free_parts and len(parts) > len(free_parts):
+            parts = free_parts + [".".join(parts[len(free_parts):])]
+            value = raw  # Spark settings are strings
+    out: dict = {}
+    node = out
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return out
+
+
+def _interpolate(node: Any, path: str, env: Mapping[str, str]) -> Any:
+    if isinstance(node, dict):
+        return {k: _interpolate(v, f"{path}.{k}" if path else str(k), env) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_interpolate(v, f"{path}[{i}]", env) for i, v in enumerate(node)]
+    if isinstance(node, str):
+        def repl(match: re.Match) -> str:
+            name, fallback = match.group(1), match.group(2)
+            if name in env:
+                return env[name]
+            if fallback is not None:
+                return fallback
+            raise ConfigError(
+                f"configuration key '{path}' uses ${{{name}}} but the environment variable {name} is not set; "
+                f"export it or write ${{{name}:-fallback}}"
+            )
+
+        return _ENV_RE.sub(repl, node)
+    return node
+
+
+def load_config(
+    conf_files: Iterable[str | os.PathLike] | None = None,
+    overrides: Iterable[str] | None = None,
+    values: Mapping | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Config:
+    """Build the effective configuration.
+
+    Args:
+        conf_files: YAML files layered over the defaults, in order.
+        overrides: ``key.path=value`` strings (the CLI's ``--set``).
+        values: A nested mapping layered last (tests pass a dict).
+        env: Environment for ``${VAR}`` interpolation; ``os.environ`` when None.
+
+    Returns:
+        The validated configuration.
+
+    Raises:
+        ConfigError: Unknown key, wrong type, unreadable file or missing environment variable.
+    """
+    schema = _read_yaml(DEFAULT_FILE)
+    merged: dict = copy.deepcopy(schema)
+    for conf_file in conf_files or []:
+        path = Path(conf_file)
+        _merge(schema, merged, _read_yaml(path), str(path))
+    for text in overrides or []:
+        _merge(schema, merged, parse_override(text), f"--set {text}")
+    if values:
+        _merge(schema, merged, values, "the values passed in")
+    merged = _interpolate(merged, "", os.environ if env is None else env)
+    return Config(merged)
+
+
+def redacted(cfg: Mapping) -> dict:
+    """A copy for logging, with values of secret-looking keys replaced by ``***``."""
+    def walk(node: Any, key: str = "") -> Any:
+        if isinstance(node, Mapping):
+            return {k: walk(v, str(k)) for k, v in node.items()}
+        if key and _SECRET_RE.search(key) and isinstance(node, str):
+            return "***"
+        return node
+
+    return walk(cfg)
+
+
+def log_config(cfg: Mapping) -> None:
+    """Log the resolved configuration once at the start of a job."""
+    log.info("resolved configuration: %s", json.dumps(redacted(cfg), sort_keys=True, default=str))

@@ -1,0 +1,108 @@
+"""All Delta reads and writes of the jobs go through here.
+
+Every write is one Delta commit, so a reader sees the table before or after it, never half of it.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Mapping
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from schemas.registry import TableSpec, table
+
+log = logging.getLogger(__name__)
+
+
+def lake_root(cfg: Mapping) -> str:
+    """The lake root from the configuration."""
+    return cfg["lake"]["root"]
+
+
+def table_path(cfg: Mapping, name: str) -> str:
+    """Path of a registered table under the configured lake root."""
+    return table(name).path(lake_root(cfg))
+
+
+def conform(df: DataFrame, spec: TableSpec) -> DataFrame:
+    """Select and cast ``df`` to the table's schema, in its column order.
+
+    Raises:
+        ValueError: If a column of the schema is missing from ``df``.
+    """
+    missing = [f.name for f in spec.schema.fields if f.name not in df.columns]
+    if missing:
+        raise ValueError(f"cannot write {spec.name}: columns {missing} are missing (have {df.columns})")
+    return df.select([F.col(f.name).cast(f.dataType).alias(f.name) for f in spec.schema.fields])
+
+
+def ensure_table(spark: SparkSession, spec: TableSpec, root: str) -> str:
+    """Create the table from its schema if it does not exist; return its path."""
+    from delta.tables import DeltaTable
+
+    path = spec.path(root)
+    builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(spec.schema)
+    if spec.partition_by:
+        builder = builder.partitionedBy(*spec.partition_by)
+    for key, value in spec.properties.items():
+        builder = builder.property(key, value)
+    if spec.description:
+        builder = builder.comment(spec.description)
+    builder.execute()
+    return path
+
+
+def read_table(spark: SparkSession, cfg: Mapping, name: str, version: int | None = None) -> DataFrame:
+    """Read a registered table (optionally at a version), creating it empty if it is new."""
+    spec = table(name)
+    path = ensure_table(spark, spec, lake_root(cfg))
+    reader = spark.read.format("delta")
+    if version is not None:
+        reader = reader.option("versionAsOf", version)
+    return reader.load(path)
+
+
+def replace_where(df: DataFrame, cfg: Mapping, name: str, predicate: str) -> None:
+    """Atomically replace the rows matching ``predicate`` with ``df`` (one commit).
+
+    Delta checks that every written row matches the predicate, so a bug cannot spill into
+    partitions this write does not own.
+    """
+    spec = table(name)
+    path = ensure_table(df.sparkSession, spec, lake_root(cfg))
+    (conform(df, spec).write.format("delta").mode("overwrite")
+     .option("replaceWhere", predicate).save(path))
+    log.info("replaced %s where %s", path, predicate)
+
+
+def append(df: DataFrame, cfg: Mapping, name: str) -> None:
+    """Append rows to a table in one commit."""
+    spec = table(name)
+    path = ensure_table(df.sparkSession, spec, lake_root(cfg))
+    conform(df, spec).write.format("delta").mode("append").save(path)
+
+
+def merge_latest(df: DataFrame, cfg: Mapping, name: str, key: str, version_col: str) -> None:
+    """Upsert ``df`` on ``key``: a source row replaces the target row when it is at least as new.
+
+    ``df`` must hold at most one row per key (the caller keeps the latest version).
+    """
+    from delta.tables import DeltaTable
+
+    spec = table(name)
+    path = ensure_table(df.sparkSession, spec, lake_root(cfg))
+    target = DeltaTable.forPath(df.sparkSession, path)
+    (target.alias("t")
+     .merge(conform(df, spec).alias("s"), f"t.`{key}` = s.`{key}`")
+     .whenMatchedUpdateAll(condition=f"s.`{version_col}` >= t.`{version_col}`")
+     .whenNotMatchedInsertAll()
+     .execute())
+    log.info("merged into %s on %s", path, key)
+
+
+def history(spark: SparkSession, cfg: Mapping, name: str) -> DataFrame:
+    """The Delta history (one row per commit) of a table."""
+    from delta.tables import DeltaTable
+
+    return DeltaTable.forPath(spark, table_path(cfg, name)).history()

@@ -1,0 +1,178 @@
+"""SparkSession factory: Delta on, UTC, master and settings from the configuration.
+
+Nothing here runs at import time. Jobs call :func:`get_spark` inside ``main()``; tests build
+their own session and pass it to the jobs.
+
+Set-up helper: ``python -m jobs.common.session --resolve`` starts a session once so that Ivy
+resolves the Delta jars (from ``~/.m2/repository`` first, then Maven Central). If that fails,
+it fills ``~/.m2`` with ``mvn dependency:get`` and tries again.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+from typing import Mapping
+
+from jobs.common.errors import EnvironmentProblem
+
+log = logging.getLogger(__name__)
+
+MIN_JAVA = 17
+# Delta's own modules that pull in kernel, Unity Catalog and Hadoop client jars which Spark
+# already ships or a path-based lake does not use; excluding them keeps Spark's versions alone
+# on the classpath.
+DELTA_EXCLUDES = (
+    "io.delta:delta-kernel-api",
+    "io.delta:delta-kernel-defaults",
+    "io.delta:delta-kernel-unitycatalog",
+    "io.unitycatalog:unitycatalog-client",
+    "io.unitycatalog:unitycatalog-hadoop",
+)
+
+
+def java_version(java: str | None = None) -> int:
+    """Return the major version of the Java that Spark will start.
+
+    Raises:
+        EnvironmentProblem: No Java found, or it does not report a version.
+    """
+    if java is None:
+        home = os.environ.get("JAVA_HOME")
+        java = os.path.join(home, "bin", "java") if home else shutil.which("java")
+    if not java or not os.path.exists(java):
+        raise EnvironmentProblem(
+            "Java was not found (JAVA_HOME unset and no 'java' on PATH); install Java 17 or newer "
+            "(e.g. apt-get install openjdk-17-jre-headless) and set JAVA_HOME"
+        )
+    try:
+        out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=60)
+    except OSError as exc:
+        raise EnvironmentProblem(f"cannot run {java} -version: {exc}") from exc
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', out.stderr + out.stdout)
+    if not match:
+        raise EnvironmentProblem(f"{java} -version printed no version; install Java 17 or newer")
+    major = int(match.group(1))
+    if major == 1 and match.group(2):  # "1.8.0_392" style
+        major = int(match.group(2))
+    return major
+
+
+def check_java() -> None:
+    """Fail with a clear message when Java is missing or older than 17."""
+    major = java_version()
+    if major < MIN_JAVA:
+        raise EnvironmentProblem(
+            f"Java {major} found, but Spark 4 needs Java {MIN_JAVA} or newer; "
+            "install it and point JAVA_HOME at it"
+        )
+
+
+def delta_packages(spark_cfg: Mapping) -> list[str]:
+    """Maven coordinates for ``spark.jars.packages``: the Delta jars plus configured extras."""
+    import pyspark
+
+    major_minor = ".".join(pyspark.__version__.split(".")[:2])
+    version = spark_cfg["delta_version"]
+    return [f"io.delta:delta-spark_{major_minor}_2.13:{version}", *spark_cfg.get("extra_packages", [])]
+
+
+def get_spark(cfg: Mapping, app_name: str | None = None):
+    """Build (or return the running) SparkSession for a configuration.
+
+    Args:
+        cfg: The full configuration (``spark`` section used).
+        app_name: Overrides ``spark.app_name``.
+
+    Returns:
+        A SparkSession with the Delta extension and catalog, session time zone UTC.
+    """
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    check_java()
+    spark_cfg = cfg["spark"]
+    builder = SparkSession.builder.appName(app_name or spark_cfg["app_name"])
+    if spark_cfg.get("master"):
+        builder = builder.master(spark_cfg["master"])
+    settings = {
+        "spark.jars.packages": ",".join(delta_packages(spark_cfg)),
+        "spark.jars.excludes": ",".join(DELTA_EXCLUDES),
+        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+        "spark.sql.session.timeZone": "UTC",
+        "spark.databricks.delta.schema.autoMerge.enabled": "false",
+    }
+    settings.update({k: str(v) for k, v in (spark_cfg.get("conf") or {}).items()})
+    for key, value in settings.items():
+        builder = builder.config(key, value)
+    log.info("starting Spark (master=%s, packages=%s)", spark_cfg.get("master") or "from environment",
+             settings["spark.jars.packages"])
+    try:
+        spark = builder.getOrCreate()
+    except Exception as exc:  # the JVM failed to start: most often unresolved jars
+        raise EnvironmentProblem(
+            f"Spark did not start ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+            f"if the Delta jars could not be resolved, run 'python -m jobs.common.session --resolve' "
+            f"or 'make jars' to fill ~/.m2/repository"
+        ) from exc
+    spark.sparkContext.setLogLevel(os.environ.get("RECJOBS_SPARK_LOG_LEVEL", "WARN"))
+    return spark
+
+
+def mvn_fill(packages: list[str]) -> None:
+    """Download each coordinate (jar and pom, no transitive deps) into ``~/.m2/repository``."""
+    mvn = shutil.which("mvn")
+    if not mvn:
+        raise EnvironmentProblem("Maven ('mvn') is not installed, so ~/.m2 cannot be filled; install maven")
+    coords = list(packages)
+    coords.append(coords[0].replace(coords[0].split(":")[1], "delta-storage"))
+    for coord in coords:
+        log.info("mvn dependency:get %s", coord)
+        subprocess.run([mvn, "-q", "dependency:get", f"-Dartifact={coord}", "-Dtransitive=false"], check=True)
+
+
+def _resolve_main(argv: list[str] | None = None) -> int:
+    from jobs.common.config import load_config
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--resolve", action="store_true", help="resolve the Delta jars now")
+    parser.add_argument("--conf", action="append", default=[])
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cfg = load_config(args.conf, ["spark.master=local[1]", "spark.conf.spark.ui.enabled=false"])
+    if not args.resolve:
+        parser.print_help()
+        return 0
+    check_java()
+    code = _probe(cfg)
+    if code != 0:
+        log.warning("direct resolution failed; filling ~/.m2 with mvn dependency:get and trying again")
+        mvn_fill(delta_packages(cfg["spark"]))
+        code = _probe(cfg)
+    print("Delta jars resolved" if code == 0 else "Delta jars could NOT be resolved")
+    return code
+
+
+def _probe(cfg: Mapping) -> int:
+    """Start Spark in a child process (a failed JVM start cannot be retried in-process)."""
+    code = (
+        "import sys, tempfile\n"
+        "from jobs.common.session import get_spark\n"
+        f"spark = get_spark({dict(cfg)!r})\n"
+        "d = tempfile.mkdtemp()\n"
+        "spark.range(1).write.format('delta').save(d + '/t')\n"
+        "assert spark.read.format('delta').load(d + '/t').count() == 1\n"
+        "spark.stop()\n"
+    )
+    return subprocess.run([sys.executable, "-c", code]).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(_resolve_main())

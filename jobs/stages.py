@@ -1,0 +1,18 @@
+"""The stages of the nightly run, in order. Each maps to ``run(spark, cfg, ds, run_id, rec)``."""
+from __future__ import annotations
+
+import importlib
+from typing import Callable
+
+# name -> "module:function"; imported lazily so that `recjobs --help` stays fast.
+STAGES: dict[str, str] = {
+    "clean": "jobs.clean_events:run",
+}
+
+
+def stage_function(name: str) -> Callable:
+    """The ``run`` function of a stage."""
+    if name not in STAGES:
+        raise KeyError(name)
+    module, func = STAGES[name].split(":")
+    return getattr(importlib.import_module(module), func)

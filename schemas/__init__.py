@@ -1,0 +1,1 @@
+"""Schemas of every table, column-name constants and the table registry."""

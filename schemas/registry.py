@@ -1,0 +1,49 @@
+"""The table registry: name -> path under the lake root, schema, partitioning, properties."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pyspark.sql.types import StructType
+
+from schemas import columns as c
+from schemas import tables as t
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """How one Delta table is laid out."""
+
+    name: str
+    schema: StructType
+    partition_by: tuple[str, ...] = ()
+    properties: dict = field(default_factory=dict)
+    description: str = ""
+
+    def path(self, lake_root: str) -> str:
+        """Location of the table under ``lake_root``."""
+        return f"{lake_root.rstrip('/')}/{self.name}"
+
+
+_COMMON = {"delta.appendOnly": "false", "delta.checkpointInterval": "10"}
+
+TABLES: dict[str, TableSpec] = {
+    spec.name: spec
+    for spec in (
+        TableSpec("events_clean", t.EVENTS_CLEAN, (c.EVENT_DATE,), _COMMON,
+                  "Validated, deduplicated events; one clean run replaces its window of dates."),
+        TableSpec("items_clean", t.ITEMS_CLEAN, (), _COMMON,
+                  "Latest version of every item (MERGE on item_id, newest updated_at wins)."),
+        TableSpec("quarantine", t.QUARANTINE, (c.DS,), _COMMON,
+                  "Every rejected raw row with its source file and reason code."),
+        TableSpec("runs", t.RUNS, (), {**_COMMON, "delta.appendOnly": "true"},
+                  "One row per stage run: status, timings, row counts, details."),
+    )
+}
+
+
+def table(name: str) -> TableSpec:
+    """Look a table up by name."""
+    try:
+        return TABLES[name]
+    except KeyError:
+        raise KeyError(f"unknown table {name!r}; known: {', '.join(sorted(TABLES))}") from None

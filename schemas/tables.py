@@ -1,0 +1,98 @@
+"""StructType of every table. Tables are created from these, never inferred."""
+from __future__ import annotations
+
+from pyspark.sql.types import (
+    ArrayType,
+    BooleanType,
+    DateType,
+    DoubleType,
+    LongType,
+    StringType,
+    StructField,
+    StructType,
+    TimestampType,
+)
+
+from schemas import columns as c
+
+
+def _s(*fields: tuple) -> StructType:
+    return StructType([StructField(name, dtype, nullable) for name, dtype, nullable in fields])
+
+
+# The raw contract: what `recjobs sample-data` and the importers write and the clean stage
+# reads. Timestamps stay strings here (ISO-8601 or epoch seconds/milliseconds); tags are one
+# string separated by "|" so that every format (JSON, CSV, Parquet) carries them alike.
+RAW_EVENTS = _s(
+    (c.EVENT_ID, StringType(), True),
+    (c.USER_ID, StringType(), True),
+    (c.ITEM_ID, StringType(), True),
+    (c.EVENT_TYPE, StringType(), True),
+    (c.TS, StringType(), True),
+    (c.RATING, DoubleType(), True),
+    (c.REVIEW_TEXT, StringType(), True),
+)
+
+RAW_ITEMS = _s(
+    (c.ITEM_ID, StringType(), True),
+    (c.TITLE, StringType(), True),
+    (c.CATEGORY, StringType(), True),
+    (c.BRAND, StringType(), True),
+    (c.PRICE, DoubleType(), True),
+    (c.DESCRIPTION, StringType(), True),
+    (c.TAGS, StringType(), True),
+    (c.UPDATED_AT, StringType(), True),
+)
+
+EVENTS_CLEAN = _s(
+    (c.EVENT_ID, StringType(), False),
+    (c.USER_ID, StringType(), False),
+    (c.ITEM_ID, StringType(), False),
+    (c.EVENT_TYPE, StringType(), False),
+    (c.EVENT_TS, TimestampType(), False),
+    (c.RATING, DoubleType(), True),
+    (c.REVIEW_TEXT, StringType(), True),
+    (c.TEXT_TRUNCATED, BooleanType(), False),
+    (c.SOURCE_FILE, StringType(), True),
+    (c.RUN_ID, StringType(), False),
+    (c.EVENT_DATE, DateType(), False),
+)
+
+ITEMS_CLEAN = _s(
+    (c.ITEM_ID, StringType(), False),
+    (c.TITLE, StringType(), False),
+    (c.CATEGORY, StringType(), True),
+    (c.BRAND, StringType(), True),
+    (c.PRICE, DoubleType(), True),
+    (c.DESCRIPTION, StringType(), True),
+    (c.TAGS, ArrayType(StringType()), False),
+    (c.UPDATED_AT, TimestampType(), False),
+    (c.TEXT_TRUNCATED, BooleanType(), False),
+    (c.SOURCE_FILE, StringType(), True),
+    (c.RUN_ID, StringType(), False),
+    (c.DS, DateType(), False),
+)
+
+QUARANTINE = _s(
+    (c.DS, DateType(), False),
+    (c.STAGE, StringType(), False),
+    (c.SOURCE, StringType(), False),       # "events" | "items"
+    (c.SOURCE_FILE, StringType(), True),
+    (c.REASON, StringType(), False),       # a code from jobs.clean_events.REASONS
+    (c.RAW_RECORD, StringType(), True),
+    (c.RUN_ID, StringType(), False),
+    (c.QUARANTINED_AT, TimestampType(), False),
+)
+
+RUNS = _s(
+    (c.RUN_ID, StringType(), False),
+    (c.DS, DateType(), False),
+    (c.STAGE, StringType(), False),
+    ("status", StringType(), False),       # succeeded | failed
+    ("started_at", TimestampType(), False),
+    ("finished_at", TimestampType(), False),
+    ("duration_s", DoubleType(), False),
+    ("rows_in", LongType(), True),
+    ("rows_out", LongType(), True),
+    ("details", StringType(), True),       # JSON: counts, reconciliation, error message
+)

@@ -1,0 +1,62 @@
+import hashlib
+import json
+
+import pyarrow.parquet as pq
+
+from jobs.sample_data import EXPECTED_REASON, FAULT_KINDS_EVENTS, FAULT_KINDS_ITEMS, SampleSpec, generate
+
+
+def _digest(folder):
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_same_seed_same_bytes_other_seed_differs(tmp_path):
+    spec = dict(users=60, items=48, days=4)
+    generate(tmp_path / "a", SampleSpec(seed=7, **spec))
+    generate(tmp_path / "b", SampleSpec(seed=7, **spec))
+    generate(tmp_path / "c", SampleSpec(seed=8, **spec))
+    assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
+    assert _digest(tmp_path / "a") != _digest(tmp_path / "c")
+
+
+def test_every_fault_kind_is_planted_by_default(tmp_path):
+    truth = generate(tmp_path, SampleSpec(users=200, items=150, days=5, seed=3))
+    for kind in FAULT_KINDS_EVENTS:
+        assert truth["faults"]["events"].get(kind, 0) > 0, kind
+    assert truth["faults"]["events"]["bot_user"] > 0
+    for kind in FAULT_KINDS_ITEMS:
+        assert truth["faults"]["items"].get(kind, 0) > 0, kind
+    raw = (tmp_path / "events" / "part-00000.jsonl").read_bytes()
+    assert b"\xff\xfe" in raw                                   # invalid UTF-8 on disk
+    assert "😀".encode() in raw or any(e.encode() in raw for e in "🔥👍🏃⛺🎧📚🌱💯")
+    assert truth["expected_reason"] == EXPECTED_REASON
+
+
+def test_planted_structure_users_follow_their_topics(tmp_path):
+    truth = generate(tmp_path, SampleSpec(users=80, items=60, days=3, seed=5))
+    topics = [t["name"] for t in truth["topics"]]
+    events = [json.loads(line) for line in (tmp_path / "events" / "part-00000.jsonl").read_bytes().splitlines()
+              if line.startswith(b"{") and line.endswith(b"}") and b"\xff" not in line]
+    hits = total = 0
+    for ev in events:
+        user = truth["users"].get(ev.get("user_id") or "")
+        topic = truth["item_topics"].get(ev.get("item_id") or "")
+        if user and topic:
+            total += 1
+            pref = user["start_pref"]
+            hits += pref[topics.index(topic)] >= sorted(pref)[-2]   # one of the user's top-2 topics
+    assert total > 500 and hits / total > 0.6
+    # reviews match ratings
+    rated = [e for e in events if e.get("event_type") == "rate" and e.get("review_text")]
+    assert any("love" in e["review_text"].lower() or "fantastic" in e["review_text"].lower() for e in rated if e["rating"] >= 4)
+    assert all(e["rating"] <= 2 for e in rated if "terrible" in e["review_text"].lower())
+
+
+def test_csv_and_parquet_formats(tmp_path):
+    generate(tmp_path / "csv", SampleSpec(users=30, items=24, days=2, fmt="csv"))
+    header = (tmp_path / "csv" / "events" / "part-00000.csv").read_text(errors="replace").splitlines()[0]
+    assert header == "event_id,user_id,item_id,event_type,ts,rating,review_text"
+    truth = generate(tmp_path / "pq", SampleSpec(users=30, items=24, days=2, fmt="parquet"))
+    table = pq.read_table(tmp_path / "pq" / "events" / "part-00000.parquet")
+    assert table.num_rows == truth["raw_event_rows"]
+    assert "malformed_json" not in truth["faults"]["events"]      # not representable in Parquet
