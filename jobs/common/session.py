@@ -97,6 +97,8 @@ def get_spark(cfg: Mapping, app_name: str | None = None):
     if active is not None:
         return active
     check_java()
+    # pandas-on-Spark and Arrow transfers expect this on driver and executors
+    os.environ.setdefault("PYARROW_IGNORE_TIMEZONE", "1")
     spark_cfg = cfg["spark"]
     builder = SparkSession.builder.appName(app_name or spark_cfg["app_name"])
     if spark_cfg.get("master"):
@@ -110,6 +112,7 @@ def get_spark(cfg: Mapping, app_name: str | None = None):
         "spark.databricks.delta.schema.autoMerge.enabled": "false",
     }
     settings.update({k: str(v) for k, v in (spark_cfg.get("conf") or {}).items()})
+    settings.setdefault("spark.executorEnv.PYARROW_IGNORE_TIMEZONE", "1")
     for key, value in settings.items():
         builder = builder.config(key, value)
     log.info("starting Spark (master=%s, packages=%s)", spark_cfg.get("master") or "from environment",
