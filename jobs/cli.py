@@ -50,7 +50,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     if args.stage not in STAGES:
         raise ConfigError(f"unknown stage {args.stage!r}; stages: {', '.join(STAGES)}")
+    if args.full:
+        args.overrides.append("encoder.full_refresh=true")
     cfg = config_from_args(args)
+    if args.stage in ("encode_items", "encode_users"):
+        from jobs.common.encoding import model_ref
+
+        model_ref(cfg)  # a bad model path exits 2 before Spark starts
     spark, run_id = _session_and_run_id(cfg, args)
     summary = run_stage(spark, cfg, args.stage, args.date, run_id)
     print(json.dumps({"stage": args.stage, "ds": args.date.isoformat(), "run_id": run_id, **summary},
@@ -118,10 +124,23 @@ def _cmd_demo(args: argparse.Namespace) -> int:
               f"+ duplicates removed {s['duplicates_removed']}  "
               f"(identity {'holds' if s['identity_holds'] else 'BROKEN'})")
         print(f"        quarantined by reason: {s['by_reason']}")
+    if "build_sequences" in results:
+        s = results["build_sequences"]
+        print(f"sequences: {s['users']} users, {s['events']} events (mean length {s['avg_len']})")
+    if "encode_items" in results:
+        s = results["encode_items"]
+        print(f"items encoded: {s['encoded']} of {s['items']} with {s['model_id']} "
+              f"(dim {s['dim']}, revision {s['model_revision']})")
+    if "encode_users" in results:
+        s = results["encode_users"]
+        print(f"users encoded: {s['users']} ({s['without_item_vectors']} without item vectors; "
+              f"mix {s['weights']})")
     print("tables:")
-    for name, path in clean["paths"].items():
-        print(f"  {name:13s} {path}")
-    print(f"  {'runs':13s} {out / 'lake' / 'runs'}")
+    from jobs.common.delta_io import table_path
+    from schemas.registry import TABLES
+
+    for name in TABLES:
+        print(f"  {name:16s} {table_path(cfg, name)}")
     print(f"ground truth of the sample: {sample / 'ground_truth.json'} "
           f"({truth['raw_event_rows']} raw events)")
     return 0
@@ -151,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run one stage for a date")
     p.add_argument("stage", help="stage name (see 'recjobs stages')")
+    p.add_argument("--full", action="store_true",
+                   help="encode_items: re-encode every item (same as --set encoder.full_refresh=true)")
     add_run_args(p)
     p.set_defaults(func=_cmd_run)
 

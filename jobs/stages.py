@@ -7,6 +7,9 @@ from typing import Callable
 # name -> "module:function"; imported lazily so that `recjobs --help` stays fast.
 STAGES: dict[str, str] = {
     "clean": "jobs.clean_events:run",
+    "build_sequences": "jobs.build_sequences:run",
+    "encode_items": "jobs.encode_items:run",
+    "encode_users": "jobs.encode_users:run",
 }
 
 

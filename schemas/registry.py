@@ -35,6 +35,12 @@ TABLES: dict[str, TableSpec] = {
                   "Latest version of every item (MERGE on item_id, newest updated_at wins)."),
         TableSpec("quarantine", t.QUARANTINE, (c.DS,), _COMMON,
                   "Every rejected raw row with its source file and reason code."),
+        TableSpec("user_sequences", t.USER_SEQUENCES, (c.DS,), _COMMON,
+                  "Per user and run date: the last events with decay weights and sessions, and their text."),
+        TableSpec("item_embeddings", t.ITEM_EMBEDDINGS, (), _COMMON,
+                  "Language-model vector of every item's text; re-encoded only when the content hash changes."),
+        TableSpec("user_embeddings", t.USER_EMBEDDINGS, (c.DS,), _COMMON,
+                  "Per user and run date: sequence-text vector, pooled item vector and their mix."),
         TableSpec("runs", t.RUNS, (), {**_COMMON, "delta.appendOnly": "true"},
                   "One row per stage run: status, timings, row counts, details."),
     )

@@ -6,6 +6,8 @@ from pyspark.sql.types import (
     BooleanType,
     DateType,
     DoubleType,
+    FloatType,
+    IntegerType,
     LongType,
     StringType,
     StructField,
@@ -95,4 +97,49 @@ RUNS = _s(
     ("rows_in", LongType(), True),
     ("rows_out", LongType(), True),
     ("details", StringType(), True),       # JSON: counts, reconciliation, error message
+)
+
+# Delta does not enforce NOT NULL inside arrays or structs in arrays: nested fields are nullable.
+SEQUENCE_EVENT = StructType([
+    StructField(c.ITEM_ID, StringType(), True),
+    StructField(c.EVENT_TYPE, StringType(), True),
+    StructField(c.EVENT_TS, TimestampType(), True),
+    StructField("weight", DoubleType(), True),
+    StructField(c.SESSION_ID, StringType(), True),
+])
+
+USER_SEQUENCES = _s(
+    (c.DS, DateType(), False),
+    (c.USER_ID, StringType(), False),
+    ("events", ArrayType(SEQUENCE_EVENT, True), False),   # newest first, at most sequences.max_len
+    ("seq_text", StringType(), False),                     # "purchased: <title> (<category>); viewed: ..."
+    ("n_events", IntegerType(), False),
+    ("n_sessions", IntegerType(), False),
+    ("last_event_ts", TimestampType(), False),
+    (c.RUN_ID, StringType(), False),
+)
+
+ITEM_EMBEDDINGS = _s(
+    (c.ITEM_ID, StringType(), False),
+    ("text", StringType(), False),                         # the encoded item text (encoder.item_template)
+    ("content_hash", StringType(), False),                 # sha256 of text + model id + revision
+    ("embedding", ArrayType(FloatType(), True), False),   # unit length
+    ("dim", IntegerType(), False),
+    ("model_id", StringType(), False),
+    ("model_revision", StringType(), False),
+    ("encoded_ds", DateType(), False),
+    (c.RUN_ID, StringType(), False),
+)
+
+USER_EMBEDDINGS = _s(
+    (c.DS, DateType(), False),
+    (c.USER_ID, StringType(), False),
+    ("embedding", ArrayType(FloatType(), True), False),         # the mix; unit length
+    ("seq_embedding", ArrayType(FloatType(), True), False),     # language-model encoding of seq_text
+    ("pooled_embedding", ArrayType(FloatType(), True), True),   # decay-weighted mean of item vectors, unit length
+    ("dim", IntegerType(), False),
+    ("model_id", StringType(), False),
+    ("model_revision", StringType(), False),
+    ("n_events", IntegerType(), False),
+    (c.RUN_ID, StringType(), False),
 )

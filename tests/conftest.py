@@ -44,3 +44,24 @@ def spark():
 def lake_cfg(tmp_path):
     """A configuration whose lake lives in a fresh temporary folder."""
     return load_config(values={**_test_values(str(tmp_path / "wh")), "lake": {"root": str(tmp_path / "lake")}})
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A tiny, randomly initialised BERT encoder + tokenizer saved with save_pretrained."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    letters = "abcdefghijklmnopqrstuvwxyz0123456789"
+    words = ("running shoes trail jogging sneakers kitchen knife stainless purchased viewed clicked "
+             "category brand tags tent camping novel garden audio the a and of for with").split()
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ",", ":", ";", "(", ")", "!", "-"]
+    vocab += sorted(set(words)) + list(letters) + [f"##{ch}" for ch in letters]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True).save_pretrained(folder)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128)
+    BertModel(config).save_pretrained(folder)
+    return str(folder)

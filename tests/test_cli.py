@@ -71,3 +71,10 @@ def test_old_or_missing_java_gives_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("JAVA_HOME", str(tmp_path / "nowhere"))
     with pytest.raises(EnvironmentProblem, match="Java was not found"):
         check_java()
+
+
+def test_missing_model_path_exits_2_naming_path_and_key(tmp_path):
+    out = _recjobs("run", "encode_items", "--date", "2026-06-30", "--set", f"encoder.model={tmp_path / 'nope'}")
+    assert out.returncode == 2
+    assert str(tmp_path / "nope") in out.stderr and "encoder.model" in out.stderr
+    assert "Traceback" not in out.stderr

@@ -24,7 +24,7 @@ from jobs.common.errors import ConfigError
 log = logging.getLogger(__name__)
 
 DEFAULT_FILE = CONF_DIR / "default.yaml"
-FREE_FORM = frozenset({"spark.conf"})
+FREE_FORM = frozenset({"spark.conf", "sequences.type_weights", "sequences.half_life_days", "sequences.verbs"})
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _SECRET_RE = re.compile(r"(password|secret|token|key)", re.IGNORECASE)
 

@@ -5,6 +5,7 @@ Every write is one Delta commit, so a reader sees the table before or after it, 
 from __future__ import annotations
 
 import logging
+import os
 from typing import Mapping
 
 from pyspark.sql import DataFrame, SparkSession
@@ -16,8 +17,11 @@ log = logging.getLogger(__name__)
 
 
 def lake_root(cfg: Mapping) -> str:
-    """The lake root from the configuration."""
-    return cfg["lake"]["root"]
+    """The lake root from the configuration; a local relative folder becomes absolute."""
+    root = cfg["lake"]["root"]
+    if "://" in root or root.startswith("file:"):
+        return root
+    return os.path.abspath(root)
 
 
 def table_path(cfg: Mapping, name: str) -> str:

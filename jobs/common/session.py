@@ -111,6 +111,11 @@ def get_spark(cfg: Mapping, app_name: str | None = None):
         "spark.sql.session.timeZone": "UTC",
         "spark.databricks.delta.schema.autoMerge.enabled": "false",
     }
+    master = spark_cfg.get("master") or ""
+    if master.startswith("local") and not os.environ.get("PYSPARK_PYTHON"):
+        # local workers run on this machine: give them this interpreter (and its packages);
+        # on a cluster PYSPARK_PYTHON / spark.pyspark.python say which Python executors use
+        os.environ["PYSPARK_PYTHON"] = sys.executable
     settings.update({k: str(v) for k, v in (spark_cfg.get("conf") or {}).items()})
     settings.setdefault("spark.executorEnv.PYARROW_IGNORE_TIMEZONE", "1")
     for key, value in settings.items():

@@ -1,0 +1,157 @@
+"""build_sequences: per user, the last L events with time-decayed weights, sessions and text.
+
+    spark-submit --packages io.delta:delta-spark_4.1_2.13:4.4.0 \\
+        jobs/build_sequences.py --date 2026-06-30 --conf conf/cluster.yaml
+
+Reads ``events_clean`` (the ``sequences.lookback_days`` days ending with ds) and ``items_clean``;
+writes the ds partition of ``user_sequences``. An event's weight is
+``type_weight[type] * exp(-ln 2 * age_days / half_life_days[type])`` with the age measured from
+the end of ds. A gap over ``sequences.session_gap_minutes`` starts a new session.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+import sys
+from typing import Mapping
+
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from jobs.common import delta_io
+from jobs.common.errors import ConfigError
+from jobs.common.runlog import StageRecord
+from schemas import columns as c
+
+log = logging.getLogger(__name__)
+
+STAGE = "build_sequences"
+
+
+def _lookup(mapping: Mapping[str, object], key: Column) -> Column:
+    return F.create_map(*[F.lit(x) for kv in mapping.items() for x in kv])[key]
+
+
+def decay_weight(event_type: Column, age_days: Column, type_weights: Mapping[str, float],
+                 half_life_days: Mapping[str, float]) -> Column:
+    """``type_weight * exp(-ln 2 * age / half_life)`` for each event (both per event type)."""
+    tw = _lookup({k: float(v) for k, v in type_weights.items()}, event_type)
+    hl = _lookup({k: float(v) for k, v in half_life_days.items()}, event_type)
+    return tw * F.exp(-F.lit(math.log(2.0)) * age_days / hl)
+
+
+def sequence_events(
+    events: DataFrame,
+    items: DataFrame,
+    end: dt.datetime,
+    lookback_days: int,
+    max_len: int,
+    session_gap_minutes: float,
+    type_weights: Mapping[str, float],
+    half_life_days: Mapping[str, float],
+    col_user: str = c.USER_ID,
+    col_item: str = c.ITEM_ID,
+    col_ts: str = c.EVENT_TS,
+) -> DataFrame:
+    """The last ``max_len`` events per user before ``end`` within the lookback, with weight,
+    session id, rank (``rn`` 1 = newest) and the item's title and category."""
+    start = end - dt.timedelta(days=lookback_days)
+    window = events.where((F.col(col_ts) >= F.lit(start)) & (F.col(col_ts) < F.lit(end)))
+    by_time = Window.partitionBy(col_user).orderBy(F.col(col_ts), F.col(c.EVENT_ID))
+    gap_s = F.col(col_ts).cast("long") - F.lag(F.col(col_ts).cast("long")).over(by_time)
+    sessions = (window
+                .withColumn("_new", F.when(gap_s.isNull() | (gap_s > session_gap_minutes * 60), 1).otherwise(0))
+                .withColumn("_session_no", F.sum("_new").over(by_time.rowsBetween(Window.unboundedPreceding, 0))))
+    session_start = F.min(col_ts).over(Window.partitionBy(col_user, "_session_no"))
+    age_days = (F.lit(end).cast("long") - F.col(col_ts).cast("long")) / 86400.0
+    newest_first = Window.partitionBy(col_user).orderBy(F.col(col_ts).desc(), F.col(c.EVENT_ID).desc())
+    ranked = (sessions
+              .withColumn(c.SESSION_ID, F.concat_ws("@", F.col(col_user),
+                                                    F.date_format(session_start, "yyyyMMdd'T'HHmmss")))
+              .withColumn("weight", decay_weight(F.col(c.EVENT_TYPE), age_days, type_weights, half_life_days))
+              .withColumn("rn", F.row_number().over(newest_first))
+              .where(F.col("rn") <= max_len))
+    meta = items.select(F.col(c.ITEM_ID).alias(col_item), c.TITLE, c.CATEGORY)
+    return (ranked.join(meta, col_item, "left")
+            .select(col_user, "rn", col_item, c.EVENT_TYPE, col_ts, "weight", c.SESSION_ID, c.TITLE, c.CATEGORY))
+
+
+def sequence_text(entries: Column, max_chars: int) -> Column:
+    """Join entries with "; " and cut at the last whole entry that fits in ``max_chars``."""
+    full = F.array_join(entries, "; ")
+    head = F.substring(full, 1, max_chars)
+    cut = F.when(F.instr(head, ";") > 0, F.regexp_extract(head, r"^(.*);", 1)).otherwise(head)
+    return F.when(F.length(full) <= max_chars, full).otherwise(cut)
+
+
+def build_user_sequences(seq_events: DataFrame, verbs: Mapping[str, str], max_chars: int,
+                         col_user: str = c.USER_ID) -> DataFrame:
+    """One row per user: the events newest first, the sequence text and counts."""
+    verb = F.coalesce(_lookup(dict(verbs), F.col(c.EVENT_TYPE)), F.col(c.EVENT_TYPE))
+    what = F.coalesce(F.col(c.TITLE), F.col(c.ITEM_ID))
+    entry = F.when(F.col(c.CATEGORY).isNotNull(),
+                   F.format_string("%s: %s (%s)", verb, what, F.col(c.CATEGORY))) \
+             .otherwise(F.format_string("%s: %s", verb, what))
+    packed = F.struct("rn", c.ITEM_ID, c.EVENT_TYPE, c.EVENT_TS, "weight", c.SESSION_ID, entry.alias("entry"))
+    grouped = seq_events.groupBy(col_user).agg(
+        F.array_sort(F.collect_list(packed)).alias("_seq"),     # sorts by rn: newest first
+        F.countDistinct(c.SESSION_ID).alias("n_sessions"),
+        F.max(c.EVENT_TS).alias("last_event_ts"))
+    events = F.transform("_seq", lambda s: F.struct(
+        s[c.ITEM_ID].alias(c.ITEM_ID), s[c.EVENT_TYPE].alias(c.EVENT_TYPE), s[c.EVENT_TS].alias(c.EVENT_TS),
+        s["weight"].alias("weight"), s[c.SESSION_ID].alias(c.SESSION_ID)))
+    return grouped.select(
+        col_user, events.alias("events"),
+        sequence_text(F.transform("_seq", lambda s: s["entry"]), max_chars).alias("seq_text"),
+        F.size("_seq").alias("n_events"), F.col("n_sessions").cast("int").alias("n_sessions"), "last_event_ts")
+
+
+def check_event_types(seq_cfg: Mapping, event_types) -> None:
+    """Every accepted event type needs a weight and a half-life."""
+    for key in ("type_weights", "half_life_days"):
+        missing = [t for t in event_types if t not in seq_cfg[key]]
+        if missing:
+            raise ConfigError(f"sequences.{key} has no entry for event type(s) {missing} listed in "
+                              f"clean.event_types; add them to sequences.{key}")
+        bad = [k for k, v in seq_cfg[key].items() if not isinstance(v, (int, float)) or v <= 0]
+        if bad:
+            raise ConfigError(f"sequences.{key} values must be positive numbers; fix {bad}")
+
+
+def run(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, rec: StageRecord | None = None) -> dict:
+    """Build ``user_sequences`` for ds."""
+    rec = rec or StageRecord()
+    seq_cfg = cfg["sequences"]
+    check_event_types(seq_cfg, cfg["clean"]["event_types"])
+    end = dt.datetime.combine(ds + dt.timedelta(days=1), dt.time())
+    events = delta_io.read_table(spark, cfg, "events_clean").where(
+        F.col(c.EVENT_DATE) >= F.lit(ds - dt.timedelta(days=int(seq_cfg["lookback_days"]))))
+    items = delta_io.read_table(spark, cfg, "items_clean")
+    seq_events = sequence_events(events, items, end, int(seq_cfg["lookback_days"]), int(seq_cfg["max_len"]),
+                                 float(seq_cfg["session_gap_minutes"]), seq_cfg["type_weights"],
+                                 seq_cfg["half_life_days"])
+    sequences = (build_user_sequences(seq_events, seq_cfg["verbs"], int(seq_cfg["max_text_chars"]))
+                 .withColumn(c.DS, F.lit(ds)).withColumn(c.RUN_ID, F.lit(run_id)))
+    delta_io.replace_where(sequences, cfg, "user_sequences", f"ds = DATE'{ds.isoformat()}'")
+    written = delta_io.read_table(spark, cfg, "user_sequences").where(F.col(c.DS) == F.lit(ds))
+    stats = written.agg(F.count("*").alias("users"), F.sum("n_events").alias("events"),
+                        F.avg("n_events").alias("avg_len")).first()
+    summary = {"users": stats["users"], "events": int(stats["events"] or 0),
+               "avg_len": round(float(stats["avg_len"] or 0), 2),
+               "path": delta_io.table_path(cfg, "user_sequences")}
+    log.info("user_sequences for %s: %s", ds, summary)
+    rec.rows_out = summary["users"]
+    rec.details.update(summary)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    """spark-submit entry point."""
+    from jobs.common.runner import stage_main
+
+    return stage_main(STAGE, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""encode_users: per active user, the language-model encoding of the behaviour sequence, the
+decay-weighted mean of the item vectors in it, and their mix.
+
+    spark-submit --packages io.delta:delta-spark_4.1_2.13:4.4.0 \\
+        jobs/encode_users.py --date 2026-06-30 --conf conf/cluster.yaml
+
+Reads the ds partition of ``user_sequences`` and ``item_embeddings``; writes the ds partition of
+``user_embeddings``. The mix is ``normalise(w_seq * seq + w_pool * pooled)`` with the weights from
+``users`` renormalised to sum to 1; a user whose items have no vectors keeps the sequence vector.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import sys
+from typing import Mapping
+
+from pyspark.ml.functions import array_to_vector, vector_to_array
+from pyspark.ml.stat import Summarizer
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from jobs.common import delta_io
+from jobs.common.encoding import encode_column, model_columns, model_ref
+from jobs.common.errors import ConfigError
+from jobs.common.runlog import StageRecord
+from schemas import columns as c
+from udfs.vector_ops import mix_udf
+
+log = logging.getLogger(__name__)
+
+STAGE = "encode_users"
+
+
+def pool_item_embeddings(weighted_items: DataFrame, item_embeddings: DataFrame,
+                         col_user: str = c.USER_ID, col_item: str = c.ITEM_ID) -> DataFrame:
+    """Decay-weighted mean of item vectors per user: ``sum(w_i * v_i) / sum(w_i)``.
+
+    Args:
+        weighted_items: ``(user, item, weight)`` rows, one per sequence event.
+        item_embeddings: ``(item, embedding)``.
+
+    Returns:
+        ``(user, pooled)`` with ``pooled`` an array<float>; users none of whose items have a
+        vector are absent.
+    """
+    joined = (weighted_items.join(item_embeddings.select(col_item, "embedding"), col_item)
+              .select(col_user, array_to_vector("embedding").alias("_v"), F.col("weight").cast("double")))
+    return (joined.groupBy(col_user)
+            .agg(Summarizer.mean(F.col("_v"), F.col("weight")).alias("_m"))
+            .select(col_user, vector_to_array("_m", "float32").alias("pooled")))
+
+
+def mix_weights(users_cfg: Mapping) -> tuple[float, float]:
+    """(w_seq, w_pool) renormalised to sum to 1."""
+    ws, wp = float(users_cfg["sequence_weight"]), float(users_cfg["pooled_weight"])
+    if ws < 0 or wp < 0 or ws + wp == 0:
+        raise ConfigError("users.sequence_weight and users.pooled_weight must be >= 0 and not both 0")
+    return ws / (ws + wp), wp / (ws + wp)
+
+
+def mix_embeddings(df: DataFrame, w_seq: float, w_pool: float) -> DataFrame:
+    """``embedding`` = unit(w_seq * unit(seq) + w_pool * unit(pooled)); seq alone when pooled is NULL.
+
+    ``seq_embedding`` and ``pooled_embedding`` come back unit length too.
+    """
+    mixed = mix_udf(w_seq, w_pool)(F.col("seq_embedding"), F.col("pooled_embedding"))
+    return df.withColumn("_mix", mixed).select(
+        *[col for col in df.columns if col not in ("seq_embedding", "pooled_embedding")],
+        "_mix.embedding", "_mix.seq_embedding", "_mix.pooled_embedding")
+
+
+def run(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, rec: StageRecord | None = None) -> dict:
+    """Write the ds partition of ``user_embeddings``."""
+    rec = rec or StageRecord()
+    ref = model_ref(cfg)
+    w_seq, w_pool = mix_weights(cfg["users"])
+    seqs = delta_io.read_table(spark, cfg, "user_sequences").where(F.col(c.DS) == F.lit(ds))
+    n_users = seqs.count()
+    weighted = seqs.select(c.USER_ID, F.explode("events").alias("e")).select(
+        c.USER_ID, F.col(f"e.{c.ITEM_ID}").alias(c.ITEM_ID), F.col("e.weight").alias("weight"))
+    item_vectors = delta_io.read_table(spark, cfg, "item_embeddings").where(F.col("model_id") == ref.model_id)
+    pooled = pool_item_embeddings(weighted, item_vectors)
+    text_vectors = encode_column(seqs.select(c.USER_ID, "seq_text", "n_events"), "seq_text", "seq_embedding",
+                                 ref, n_users, int(cfg["encoder"]["arrow_batch_rows"]))
+    users = (mix_embeddings(text_vectors.join(pooled.withColumnRenamed("pooled", "pooled_embedding"),
+                                              c.USER_ID, "left"), w_seq, w_pool)
+             .select(F.lit(ds).alias(c.DS), c.USER_ID, "embedding", "seq_embedding", "pooled_embedding",
+                     *model_columns(ref), "n_events", F.lit(run_id).alias(c.RUN_ID)))
+    delta_io.replace_where(users, cfg, "user_embeddings", f"ds = DATE'{ds.isoformat()}'")
+    written = delta_io.read_table(spark, cfg, "user_embeddings").where(F.col(c.DS) == F.lit(ds))
+    stats = written.agg(F.count("*").alias("users"),
+                        F.sum(F.col("pooled_embedding").isNull().cast("int")).alias("no_pooled")).first()
+    summary = {"users": stats["users"], "without_item_vectors": int(stats["no_pooled"] or 0),
+               "weights": {"sequence": w_seq, "pooled": w_pool}, "model_id": ref.model_id,
+               "path": delta_io.table_path(cfg, "user_embeddings")}
+    log.info("encode_users: %s", summary)
+    rec.rows_in, rec.rows_out = n_users, stats["users"]
+    rec.details.update(summary)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    """spark-submit entry point."""
+    from jobs.common.runner import stage_main
+
+    return stage_main(STAGE, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

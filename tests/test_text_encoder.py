@@ -1,0 +1,69 @@
+"""The text encoder: loading, length sorting, pooling, normalisation, the Spark UDF."""
+import numpy as np
+import pytest
+
+from jobs.common.config import load_config
+from jobs.common.encoding import model_ref
+from jobs.common.errors import ConfigError
+from udfs.text_encoder import EncoderSettings, TextEncoder, encoder_udf, get_encoder, model_info
+
+TEXTS = ["running shoes", "a", "kitchen knife stainless and trail jogging sneakers for the garden tent",
+         "novel", "", "camping tent with brand tags and category audio garden novel knife",
+         "running shoes", None, "trail"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    return EncoderSettings(model=tiny_model_dir, batch_size=3, max_length=32)
+
+
+def test_length_sorting_keeps_count_and_order(tiny):
+    enc = get_encoder(tiny)
+    batched = enc.encode(TEXTS)
+    one_by_one = np.stack([enc.encode([t])[0] for t in TEXTS])
+    assert batched.shape == (len(TEXTS), enc.dim)
+    np.testing.assert_allclose(batched, one_by_one, atol=1e-5)
+
+
+def test_unit_norm_identical_texts_and_determinism(tiny):
+    first = TextEncoder(tiny).encode(TEXTS)
+    second = TextEncoder(tiny).encode(TEXTS)           # a fresh load gives the same numbers
+    np.testing.assert_allclose(np.linalg.norm(first, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(first[0], first[6])  # "running shoes" twice
+    np.testing.assert_array_equal(first, second)
+    assert not np.allclose(first[0], first[2])
+
+
+def test_cls_pooling_is_selectable(tiny):
+    cls = TextEncoder(EncoderSettings(model=tiny.model, pooling="cls", max_length=32)).encode(TEXTS[:3])
+    mean = get_encoder(tiny).encode(TEXTS[:3])
+    np.testing.assert_allclose(np.linalg.norm(cls, axis=1), 1.0, atol=1e-5)
+    assert not np.allclose(cls, mean)
+
+
+def test_spark_udf_matches_direct_encoding(spark, tiny):
+    df = spark.createDataFrame(list(enumerate(TEXTS)), "id int, text string").repartition(3)
+    rows = sorted(df.withColumn("v", encoder_udf(tiny)("text")).collect(), key=lambda r: r["id"])
+    got = np.array([r["v"] for r in rows], dtype=np.float32)
+    np.testing.assert_allclose(got, get_encoder(tiny).encode(TEXTS), atol=1e-5)
+
+
+def test_model_info_reads_dimension_and_fingerprint(tiny_model_dir):
+    info = model_info(tiny_model_dir)
+    assert info["dim"] == 32 and len(info["revision"]) == 16
+    assert model_info(tiny_model_dir) == info
+
+
+def test_missing_model_path_is_a_config_error_naming_path_and_key(tmp_path):
+    cfg = load_config(values={"encoder": {"model": str(tmp_path / "no-model")}})
+    with pytest.raises(ConfigError) as err:
+        model_ref(cfg)
+    assert str(tmp_path / "no-model") in str(err.value) and "encoder.model" in str(err.value)
+
+
+def test_packaged_minilm_puts_similar_products_close():
+    enc = get_encoder(EncoderSettings())
+    assert enc.dim == 384
+    shoes, sneakers, knife = enc.encode(["trail running shoes", "lightweight jogging sneakers",
+                                         "stainless kitchen knife"])
+    assert float(shoes @ sneakers) > float(shoes @ knife) + 0.2

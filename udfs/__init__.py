@@ -1,0 +1,1 @@
+"""pandas UDFs and the model code they run. Nothing here creates a SparkSession."""

