@@ -41,6 +41,21 @@ def decay_weight(event_type: Column, age_days: Column, type_weights: Mapping[str
     return tw * F.exp(-F.lit(math.log(2.0)) * age_days / hl)
 
 
+def sessionize(events: DataFrame, gap_minutes: float, col_user: str = c.USER_ID,
+               col_ts: str = c.EVENT_TS) -> DataFrame:
+    """Add ``session_id``: a gap of more than ``gap_minutes`` between a user's events starts a
+    new session; the id is the user and the session's first timestamp (stable across days)."""
+    by_time = Window.partitionBy(col_user).orderBy(F.col(col_ts), F.col(c.EVENT_ID))
+    gap_s = F.col(col_ts).cast("long") - F.lag(F.col(col_ts).cast("long")).over(by_time)
+    numbered = (events
+                .withColumn("_new", F.when(gap_s.isNull() | (gap_s > gap_minutes * 60), 1).otherwise(0))
+                .withColumn("_session_no", F.sum("_new").over(by_time.rowsBetween(Window.unboundedPreceding, 0))))
+    session_start = F.min(col_ts).over(Window.partitionBy(col_user, "_session_no"))
+    return (numbered.withColumn(c.SESSION_ID, F.concat_ws("@", F.col(col_user),
+                                                          F.date_format(session_start, "yyyyMMdd'T'HHmmss")))
+            .drop("_new", "_session_no"))
+
+
 def sequence_events(
     events: DataFrame,
     items: DataFrame,
@@ -58,17 +73,9 @@ def sequence_events(
     session id, rank (``rn`` 1 = newest) and the item's title and category."""
     start = end - dt.timedelta(days=lookback_days)
     window = events.where((F.col(col_ts) >= F.lit(start)) & (F.col(col_ts) < F.lit(end)))
-    by_time = Window.partitionBy(col_user).orderBy(F.col(col_ts), F.col(c.EVENT_ID))
-    gap_s = F.col(col_ts).cast("long") - F.lag(F.col(col_ts).cast("long")).over(by_time)
-    sessions = (window
-                .withColumn("_new", F.when(gap_s.isNull() | (gap_s > session_gap_minutes * 60), 1).otherwise(0))
-                .withColumn("_session_no", F.sum("_new").over(by_time.rowsBetween(Window.unboundedPreceding, 0))))
-    session_start = F.min(col_ts).over(Window.partitionBy(col_user, "_session_no"))
     age_days = (F.lit(end).cast("long") - F.col(col_ts).cast("long")) / 86400.0
     newest_first = Window.partitionBy(col_user).orderBy(F.col(col_ts).desc(), F.col(c.EVENT_ID).desc())
-    ranked = (sessions
-              .withColumn(c.SESSION_ID, F.concat_ws("@", F.col(col_user),
-                                                    F.date_format(session_start, "yyyyMMdd'T'HHmmss")))
+    ranked = (sessionize(window, session_gap_minutes, col_user, col_ts)
               .withColumn("weight", decay_weight(F.col(c.EVENT_TYPE), age_days, type_weights, half_life_days))
               .withColumn("rn", F.row_number().over(newest_first))
               .where(F.col("rn") <= max_len))

@@ -135,6 +135,19 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         s = results["encode_users"]
         print(f"users encoded: {s['users']} ({s['without_item_vectors']} without item vectors; "
               f"mix {s['weights']})")
+    if "fit_topics" in results:
+        s = results["fit_topics"]
+        print(f"topics: k={s['k']} ({'fitted' if s['refit'] else 'reused model of ' + s['model_ds']}), "
+              f"{s['items']} items, {s['users']} user profiles; model at {s['model_path']}")
+    if "score_sentiment" in results:
+        s = results["score_sentiment"]
+        print(f"sentiment ({s['backend']}): {s['reviews_total']} reviews, mean {s['mean_score']}, "
+              f"{s['negative_reviews']} negative")
+    if "keywords" in results:
+        print(f"keywords: {results['keywords']['users']} users")
+    if "mine_rules" in results:
+        s = results["mine_rules"]
+        print(f"rules: {s['rules']} rules from {s['baskets']} {s['basket']} baskets")
     print("tables:")
     from jobs.common.delta_io import table_path
     from schemas.registry import TABLES

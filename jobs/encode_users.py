@@ -15,14 +15,13 @@ import logging
 import sys
 from typing import Mapping
 
-from pyspark.ml.functions import array_to_vector, vector_to_array
-from pyspark.ml.stat import Summarizer
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.common import delta_io
 from jobs.common.encoding import encode_column, model_columns, model_ref
 from jobs.common.errors import ConfigError
+from jobs.common.pooling import sequence_weights, weighted_mean
 from jobs.common.runlog import StageRecord
 from schemas import columns as c
 from udfs.vector_ops import mix_udf
@@ -30,25 +29,6 @@ from udfs.vector_ops import mix_udf
 log = logging.getLogger(__name__)
 
 STAGE = "encode_users"
-
-
-def pool_item_embeddings(weighted_items: DataFrame, item_embeddings: DataFrame,
-                         col_user: str = c.USER_ID, col_item: str = c.ITEM_ID) -> DataFrame:
-    """Decay-weighted mean of item vectors per user: ``sum(w_i * v_i) / sum(w_i)``.
-
-    Args:
-        weighted_items: ``(user, item, weight)`` rows, one per sequence event.
-        item_embeddings: ``(item, embedding)``.
-
-    Returns:
-        ``(user, pooled)`` with ``pooled`` an array<float>; users none of whose items have a
-        vector are absent.
-    """
-    joined = (weighted_items.join(item_embeddings.select(col_item, "embedding"), col_item)
-              .select(col_user, array_to_vector("embedding").alias("_v"), F.col("weight").cast("double")))
-    return (joined.groupBy(col_user)
-            .agg(Summarizer.mean(F.col("_v"), F.col("weight")).alias("_m"))
-            .select(col_user, vector_to_array("_m", "float32").alias("pooled")))
 
 
 def mix_weights(users_cfg: Mapping) -> tuple[float, float]:
@@ -77,10 +57,8 @@ def run(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, rec: StageR
     w_seq, w_pool = mix_weights(cfg["users"])
     seqs = delta_io.read_table(spark, cfg, "user_sequences").where(F.col(c.DS) == F.lit(ds))
     n_users = seqs.count()
-    weighted = seqs.select(c.USER_ID, F.explode("events").alias("e")).select(
-        c.USER_ID, F.col(f"e.{c.ITEM_ID}").alias(c.ITEM_ID), F.col("e.weight").alias("weight"))
     item_vectors = delta_io.read_table(spark, cfg, "item_embeddings").where(F.col("model_id") == ref.model_id)
-    pooled = pool_item_embeddings(weighted, item_vectors)
+    pooled = weighted_mean(sequence_weights(seqs), item_vectors, "embedding", "pooled")
     text_vectors = encode_column(seqs.select(c.USER_ID, "seq_text", "n_events"), "seq_text", "seq_embedding",
                                  ref, n_users, int(cfg["encoder"]["arrow_batch_rows"]))
     users = (mix_embeddings(text_vectors.join(pooled.withColumnRenamed("pooled", "pooled_embedding"),

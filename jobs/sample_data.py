@@ -229,8 +229,10 @@ class Generator:
             self.pop.append(w / w.sum())
         self.pairs: dict[str, str] = {}
         for ids in by_topic:
-            chosen = rng.choice(len(ids), size=min(len(ids) // 2 * 2, 2 * spec.co_purchase_pairs_per_topic),
-                                replace=False)
+            # pairs among the topic's most popular items (ids are in popularity order), as in
+            # real catalogues where bought-together items are mostly bestsellers
+            head = min(len(ids), 2 * spec.co_purchase_pairs_per_topic)
+            chosen = rng.choice(head, size=head // 2 * 2, replace=False)
             for a, b in zip(chosen[0::2], chosen[1::2]):
                 self.pairs[ids[a]] = ids[b]
 

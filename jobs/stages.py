@@ -10,6 +10,10 @@ STAGES: dict[str, str] = {
     "build_sequences": "jobs.build_sequences:run",
     "encode_items": "jobs.encode_items:run",
     "encode_users": "jobs.encode_users:run",
+    "fit_topics": "jobs.fit_topics:run",
+    "score_sentiment": "jobs.score_sentiment:run",
+    "keywords": "jobs.user_keywords:run",
+    "mine_rules": "jobs.mine_rules:run",
 }
 
 

@@ -143,3 +143,90 @@ USER_EMBEDDINGS = _s(
     ("n_events", IntegerType(), False),
     (c.RUN_ID, StringType(), False),
 )
+
+TOPIC_MODELS = _s(
+    (c.DS, DateType(), False),                 # the date the model was fitted for
+    ("path", StringType(), False),             # <lake>/_models/lda/<ds>
+    ("k", IntegerType(), False),
+    ("vocab_size", IntegerType(), False),
+    ("documents", LongType(), False),
+    ("log_perplexity", DoubleType(), True),
+    (c.RUN_ID, StringType(), False),
+)
+
+TOPIC_TERMS = _s(
+    (c.DS, DateType(), False),
+    ("topic", IntegerType(), False),
+    ("terms", ArrayType(StringType(), True), False),
+    ("weights", ArrayType(DoubleType(), True), False),
+    ("model_ds", DateType(), False),
+    (c.RUN_ID, StringType(), False),
+)
+
+ITEM_TOPICS = _s(
+    (c.DS, DateType(), False),
+    (c.ITEM_ID, StringType(), False),
+    ("distribution", ArrayType(DoubleType(), True), False),   # sums to 1
+    ("top_topic", IntegerType(), False),
+    ("top_weight", DoubleType(), False),
+    ("model_ds", DateType(), False),
+    (c.RUN_ID, StringType(), False),
+)
+
+USER_TOPICS = _s(
+    (c.DS, DateType(), False),
+    (c.USER_ID, StringType(), False),
+    ("distribution", ArrayType(DoubleType(), True), False),   # decay-weighted mean of item distributions
+    ("top_topic", IntegerType(), False),
+    (c.RUN_ID, StringType(), False),
+)
+
+REVIEW_SENTIMENT = _s(
+    (c.EVENT_ID, StringType(), False),
+    (c.USER_ID, StringType(), False),
+    (c.ITEM_ID, StringType(), False),
+    (c.EVENT_TS, TimestampType(), False),
+    (c.RATING, DoubleType(), True),
+    ("score", DoubleType(), False),             # [-1, 1]
+    ("backend", StringType(), False),
+    (c.RUN_ID, StringType(), False),
+    (c.EVENT_DATE, DateType(), False),
+)
+
+ITEM_SENTIMENT = _s(
+    (c.DS, DateType(), False),
+    (c.ITEM_ID, StringType(), False),
+    ("n_reviews", LongType(), False),
+    ("mean_score", DoubleType(), False),
+    ("smoothed_score", DoubleType(), False),    # Bayesian-smoothed towards prior_mean
+    ("prior_mean", DoubleType(), False),
+    (c.RUN_ID, StringType(), False),
+)
+
+USER_ITEM_SENTIMENT = _s(
+    (c.DS, DateType(), False),
+    (c.USER_ID, StringType(), False),
+    (c.ITEM_ID, StringType(), False),
+    ("score", DoubleType(), False),             # mean of the user's own reviews of the item
+    ("n_reviews", LongType(), False),
+    ("last_review_ts", TimestampType(), False),
+    (c.RUN_ID, StringType(), False),
+)
+
+USER_KEYWORDS = _s(
+    (c.DS, DateType(), False),
+    (c.USER_ID, StringType(), False),
+    ("keywords", ArrayType(StringType(), True), False),
+    ("weights", ArrayType(DoubleType(), True), False),
+    (c.RUN_ID, StringType(), False),
+)
+
+ITEM_RULES = _s(
+    (c.DS, DateType(), False),
+    ("antecedent", ArrayType(StringType(), True), False),
+    ("consequent", StringType(), False),
+    ("confidence", DoubleType(), False),
+    ("lift", DoubleType(), False),
+    ("support", DoubleType(), False),
+    (c.RUN_ID, StringType(), False),
+)

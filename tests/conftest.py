@@ -65,3 +65,24 @@ def tiny_model_dir(tmp_path_factory):
                         intermediate_size=64, max_position_embeddings=128)
     BertModel(config).save_pretrained(folder)
     return str(folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_classifier_dir(tmp_path_factory, tiny_model_dir):
+    """A tiny, randomly initialised BERT sequence classifier (NEGATIVE / POSITIVE)."""
+    import shutil
+
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    folder = tmp_path_factory.mktemp("tiny-clf")
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        src = os.path.join(tiny_model_dir, name)
+        if os.path.exists(src):
+            shutil.copy(src, folder / name)
+    torch.manual_seed(1)
+    config = BertConfig(vocab_size=sum(1 for _ in open(folder / "vocab.txt")), hidden_size=32, num_hidden_layers=1,
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=128, num_labels=2,
+                        id2label={0: "NEGATIVE", 1: "POSITIVE"}, label2id={"NEGATIVE": 0, "POSITIVE": 1})
+    BertForSequenceClassification(config).save_pretrained(folder)
+    return str(folder)

@@ -9,7 +9,8 @@ from pyspark.sql import functions as F
 from jobs.build_sequences import build_user_sequences, check_event_types, sequence_events
 from jobs.common.config import load_config
 from jobs.common.errors import ConfigError
-from jobs.encode_users import mix_embeddings, pool_item_embeddings
+from jobs.common.pooling import weighted_mean
+from jobs.encode_users import mix_embeddings
 
 END = dt.datetime(2026, 7, 1)
 TW = {"view": 1.0, "click": 2.0, "purchase": 5.0}
@@ -57,7 +58,7 @@ def test_pooled_vector_is_the_weighted_mean(spark):
                                      "user_id string, item_id string, weight double")
     vectors = spark.createDataFrame([("a", [1.0, 0.0, 2.0]), ("b", [0.0, 4.0, -2.0])],
                                     "item_id string, embedding array<float>")
-    got = {r["user_id"]: np.array(r["pooled"]) for r in pool_item_embeddings(weighted, vectors).collect()}
+    got = {r["user_id"]: np.array(r["pooled"]) for r in weighted_mean(weighted, vectors, "embedding", "pooled").collect()}
     np.testing.assert_allclose(got["u1"], (3 * np.array([1, 0, 2]) + 1 * np.array([0, 4, -2])) / 4, rtol=1e-6)
     np.testing.assert_allclose(got["u2"], [0.0, 4.0, -2.0], rtol=1e-6)   # the unknown item has no vector
 

@@ -67,3 +67,9 @@ def test_packaged_minilm_puts_similar_products_close():
     shoes, sneakers, knife = enc.encode(["trail running shoes", "lightweight jogging sneakers",
                                          "stainless kitchen knife"])
     assert float(shoes @ sneakers) > float(shoes @ knife) + 0.2
+
+
+def test_texts_longer_than_the_model_allows_are_truncated(tiny):
+    long = EncoderSettings(model=tiny.model, max_length=10_000)       # tiny model: 128 positions
+    vec = TextEncoder(long).encode(["running shoes " * 500])
+    assert vec.shape == (1, 32) and abs(float(np.linalg.norm(vec)) - 1.0) < 1e-5

@@ -89,3 +89,47 @@ def run_halving_on_oom(run: Callable[[int, int], int], total: int, batch_size: i
             size = max(1, size // 2)
             torch.cuda.empty_cache()
             log.warning("CUDA out of memory; batch size halved to %d", size)
+
+
+def run_sorted_batches(tokenizer, texts, max_length: int, batch_size: int, forward, out):
+    """Tokenise once, sort by token length (longest first), run ``forward`` on padded batches.
+
+    ``forward(batch) -> np.ndarray`` gets a dict of tensors; its rows are written into ``out`` at
+    the texts' original positions, so the caller sees results in input order. The batch halves
+    on CUDA out-of-memory (the longest batch comes first, so that is where it shows).
+    """
+    import numpy as np
+
+    clean = ["" if t is None or (isinstance(t, float) and np.isnan(t)) else str(t) for t in texts]
+    tok = tokenizer(clean, truncation=True, max_length=max_length, padding=False, return_attention_mask=True)
+    order = np.argsort([-len(ids) for ids in tok["input_ids"]], kind="stable")
+
+    def run(start: int, size: int) -> int:
+        idx = order[start:start + size]
+        batch = tokenizer.pad({"input_ids": [tok["input_ids"][i] for i in idx],
+                               "attention_mask": [tok["attention_mask"][i] for i in idx]}, return_tensors="pt")
+        out[idx] = forward(batch)
+        return len(idx)
+
+    run_halving_on_oom(run, len(clean), batch_size)
+    return out
+
+
+def load_hf(kind: str, folder: str, device, half_precision: bool):
+    """Tokenizer and model (``AutoModel`` or ``AutoModelForSequenceClassification``) on a device."""
+    from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    cls = AutoModelForSequenceClassification if kind == "classifier" else AutoModel
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = cls.from_pretrained(folder).eval()
+    if device.type == "cuda" and half_precision:
+        model = model.half()
+    return tokenizer, model.to(device)
+
+
+def effective_max_length(model, requested: int) -> int:
+    """``requested``, but never beyond the positions the model was built for."""
+    limit = getattr(model.config, "max_position_embeddings", None)
+    return min(requested, int(limit)) if limit else requested

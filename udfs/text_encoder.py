@@ -17,7 +17,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from udfs.device import cached, pick_device, run_halving_on_oom, set_torch_threads
+from udfs.device import cached, effective_max_length, load_hf, pick_device, run_sorted_batches, set_torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -105,44 +105,22 @@ class TextEncoder:
 
     def __init__(self, settings: EncoderSettings) -> None:
         import torch
-        from transformers import AutoModel, AutoTokenizer
-        from transformers.utils import logging as hf_logging
 
-        hf_logging.disable_progress_bar()
         folder, self.model_id = resolve_model(settings.model, settings.conf_key)
         self.settings = settings
         self.device = pick_device(settings.device)
-        self.tokenizer = AutoTokenizer.from_pretrained(folder)
-        model = AutoModel.from_pretrained(folder)
-        model.eval()
-        if self.device.type == "cuda" and settings.half_precision:
-            model = model.half()
-        self.model = model.to(self.device)
-        self.dim = int(model.config.hidden_size)
+        self.tokenizer, self.model = load_hf("encoder", folder, self.device, settings.half_precision)
+        self.max_length = effective_max_length(self.model, settings.max_length)
+        self.dim = int(self.model.config.hidden_size)
         self._torch = torch
 
     def encode(self, texts: Sequence[str | None]) -> np.ndarray:
         """Encode texts to unit-length float32 vectors, one row per text, in input order."""
-        n = len(texts)
-        out = np.zeros((n, self.dim), dtype=np.float32)
-        if n == 0:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        if len(texts) == 0:
             return out
-        clean = ["" if t is None or (isinstance(t, float) and np.isnan(t)) else str(t) for t in texts]
-        tok = self.tokenizer(clean, truncation=True, max_length=self.settings.max_length,
-                             padding=False, return_attention_mask=True)
-        # longest first: similar lengths share a batch, and OOM (if any) shows up on the first one
-        order = np.argsort([-len(ids) for ids in tok["input_ids"]], kind="stable")
-
-        def run(start: int, size: int) -> int:
-            idx = order[start:start + size]
-            batch = self.tokenizer.pad({"input_ids": [tok["input_ids"][i] for i in idx],
-                                        "attention_mask": [tok["attention_mask"][i] for i in idx]},
-                                       return_tensors="pt")
-            out[idx] = self._forward(batch)
-            return len(idx)
-
-        run_halving_on_oom(run, n, self.settings.batch_size)
-        return out
+        return run_sorted_batches(self.tokenizer, texts, self.max_length, self.settings.batch_size,
+                                  self._forward, out)
 
     def _forward(self, batch) -> np.ndarray:
         torch = self._torch
