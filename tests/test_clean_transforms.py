@@ -163,3 +163,23 @@ def test_read_raw_missing_path_names_path_and_key(spark, tmp_path):
 
     with pytest.raises(InputError, match=r"nope.*input\.events_path"):
         read_raw(spark, str(tmp_path / "nope"), "jsonl", RAW_EVENTS, "input.events_path")
+
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+_VALID = b'{"event_id":"e1","user_id":"u1","item_id":"i1","event_type":"view","ts":"2026-06-30T10:00:00Z"}'
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.binary(min_size=1, max_size=60).filter(lambda b: b"\n" not in b and b"\r" not in b and b.strip()),
+                min_size=1, max_size=8))
+def test_arbitrary_bytes_never_vanish_or_crash(spark, tmp_path_factory, junk):
+    # every non-blank line is either a clean candidate or gets a reason; none is lost
+    f = tmp_path_factory.mktemp("junk") / "ev.jsonl"
+    f.write_bytes(b"\n".join([_VALID, *junk]) + b"\n")
+    raw = read_raw(spark, str(f), "jsonl", RAW_EVENTS, "input.events_path")
+    items = spark.createDataFrame([("i1",)], "item_id string")
+    classified = classify_events(normalise_events(raw, 100), items, WINDOW, TYPES, 1.0, 5.0).collect()
+    assert len(classified) == 1 + len(junk)
+    good = [r for r in classified if r[REASON] is None]
+    assert [r["event_id"] for r in good if r["_raw_record"] == _VALID.decode()] == ["e1"]
