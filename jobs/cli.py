@@ -17,8 +17,8 @@ import json
 import sys
 from pathlib import Path
 
-from jobs.common.runner import (add_config_args, add_run_args, config_from_args, guarded, run_stage,
-                                setup_logging)
+from jobs.common.runner import (add_config_args, add_run_args, config_from_args, guarded, parse_date,
+                                run_stage, setup_logging)
 
 
 def _cmd_sample_data(args: argparse.Namespace) -> int:
@@ -145,6 +145,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
               f"{s['negative_reviews']} negative")
     if "keywords" in results:
         print(f"keywords: {results['keywords']['users']} users")
+    if "rank_topn" in results:
+        s = results["rank_topn"]
+        print(f"ranked: {s['rows']} recommendations for {s['users_with_recs']} users "
+              f"({s['users_short_of_n']} short of {s['top_n']})")
+    if "publish" in results:
+        print(f"published: version {results['publish']['version']} of {results['publish']['path']}")
     if "mine_rules" in results:
         s = results["mine_rules"]
         print(f"rules: {s['rules']} rules from {s['baskets']} {s['basket']} baskets")
@@ -154,8 +160,91 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     for name in TABLES:
         print(f"  {name:16s} {table_path(cfg, name)}")
+    if "publish" in results:
+        first_user = (spark.read.format("delta").load(table_path(cfg, "recommendations"))
+                      .where(f"ds = DATE'{ds.isoformat()}'").agg({"user_id": "min"}).first()[0])
+        if first_user:
+            print()
+            show_recs(spark, cfg, first_user, ds, explain=False, as_json=False)
+            print(f"(more: recjobs recs --user {first_user} --explain --conf conf/local.yaml)")
     print(f"ground truth of the sample: {sample / 'ground_truth.json'} "
           f"({truth['raw_event_rows']} raw events)")
+    return 0
+
+
+def _cmd_recs(args: argparse.Namespace) -> int:
+    from jobs.common.session import get_spark
+
+    cfg = config_from_args(args)
+    spark = get_spark(cfg, app_name="recjobs-recs")
+    return show_recs(spark, cfg, args.user, args.date, args.explain, args.json)
+
+
+def show_recs(spark, cfg, user: str, date, explain: bool, as_json: bool) -> int:
+    """Print one user's recommendations (latest date unless given), optionally explained."""
+    from pyspark.sql import functions as F
+
+    from jobs.common import delta_io
+    from jobs.common.errors import InputError
+
+    recs = delta_io.read_table(spark, cfg, "recommendations").where(F.col("user_id") == user)
+    ds = date or recs.agg(F.max("ds")).first()[0]
+    if ds is None:
+        raise InputError(f"no recommendations for user {user!r} in {delta_io.table_path(cfg, 'recommendations')}")
+    items = delta_io.read_table(spark, cfg, "items_clean").select("item_id", "title", "category")
+    rows = (recs.where(F.col("ds") == F.lit(ds)).join(items, "item_id", "left").orderBy("rank").collect())  # <= top_n
+    out = {"user_id": user, "ds": str(ds), "recommendations": [
+        {"rank": r["rank"], "item_id": r["item_id"], "title": r["title"], "category": r["category"],
+         "score": round(r["score"], 4), "reason": r["reason"],
+         **({"components": r["components"].asDict()} if explain else {})} for r in rows]}
+    if explain:
+        on_ds = F.col("ds") == F.lit(ds)
+        seq = delta_io.read_table(spark, cfg, "user_sequences").where(on_ds & (F.col("user_id") == user)).first()
+        titles = {r["item_id"]: r["title"] for r in items.where(F.col("item_id").isin(
+            [e["item_id"] for e in (seq["events"][:10] if seq else [])])).collect()}
+        out["recent_history"] = [{"event_type": e["event_type"], "item_id": e["item_id"],
+                                  "title": titles.get(e["item_id"]), "weight": round(e["weight"], 4)}
+                                 for e in (seq["events"][:10] if seq else [])]
+        kw = delta_io.read_table(spark, cfg, "user_keywords").where(on_ds & (F.col("user_id") == user)).first()
+        out["keywords"] = kw["keywords"] if kw else []
+        tp = delta_io.read_table(spark, cfg, "user_topics").where(on_ds & (F.col("user_id") == user)).first()
+        out["topics"] = [round(x, 3) for x in tp["distribution"]] if tp else []
+    if as_json:
+        print(json.dumps(out, indent=1, default=str))
+        return 0
+    print(f"recommendations for {user} on {ds}:")
+    for r in out["recommendations"]:
+        print(f"  {r['rank']:2d}. {r['title'] or r['item_id']} [{r['category']}]  score {r['score']:.3f}  — {r['reason']}")
+        if explain:
+            print(f"      components: {r['components']}")
+    if explain:
+        print("recent history: " + "; ".join(f"{h['event_type']} {h['title'] or h['item_id']}"
+                                             for h in out["recent_history"]))
+        print(f"keywords: {', '.join(out['keywords'])}")
+        print(f"topic profile: {out['topics']}")
+    return 0
+
+
+def _cmd_maintain(args: argparse.Namespace) -> int:
+    from jobs.common.delta_io import maintain
+    from jobs.common.session import get_spark
+
+    cfg = config_from_args(args)
+    for row in maintain(get_spark(cfg, app_name="recjobs-maintain"), cfg):
+        print(f"{row['table']:20s} files +{row['files_added']} -{row['files_removed']}")
+    return 0
+
+
+def _cmd_sql(args: argparse.Namespace) -> int:
+    from jobs.common import delta_io
+    from jobs.common.session import get_spark
+    from schemas.registry import TABLES
+
+    cfg = config_from_args(args)
+    spark = get_spark(cfg, app_name="recjobs-sql")
+    for name in TABLES:
+        delta_io.read_table(spark, cfg, name).createOrReplaceTempView(name)
+    spark.sql(args.query).show(n=args.limit, truncate=False)
     return 0
 
 
@@ -191,6 +280,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("nightly", help="run every stage in order for a date")
     add_run_args(p)
     p.set_defaults(func=_cmd_nightly)
+
+    p = sub.add_parser("recs", help="show a user's recommendations (latest date by default)")
+    p.add_argument("--user", required=True)
+    p.add_argument("--date", type=parse_date, default=None)
+    p.add_argument("--explain", action="store_true", help="components, recent history, keywords, topics")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    add_config_args(p)
+    p.set_defaults(func=_cmd_recs)
+
+    p = sub.add_parser("sql", help="run Spark SQL with every lake table registered as a view")
+    p.add_argument("query")
+    p.add_argument("--limit", type=int, default=50, help="rows to print (default 50)")
+    add_config_args(p)
+    p.set_defaults(func=_cmd_sql)
+
+    p = sub.add_parser("maintain", help="OPTIMIZE (ZORDER BY user_id) and VACUUM the lake's tables")
+    add_config_args(p)
+    p.set_defaults(func=_cmd_maintain)
 
     p = sub.add_parser("stages", help="list the stages in run order")
     p.set_defaults(func=_cmd_stages)

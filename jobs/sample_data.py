@@ -147,6 +147,10 @@ class SampleSpec:
     end_date: dt.date = dt.date(2026, 6, 30)
     fmt: str = "jsonl"
     sessions_per_user_day: float = 0.6
+    # Zipf exponent of item popularity within a topic (0 = flat).
+    popularity_skew: float = 0.5
+    # Dirichlet concentration of users' topic preferences (smaller = more focused users).
+    preference_alpha: float = 0.15
     co_purchase_pairs_per_topic: int = 3
     faults: FaultRates = field(default_factory=FaultRates)
 
@@ -225,7 +229,7 @@ class Generator:
         # popularity within a topic: Zipf-like weights
         self.pop = []
         for ids in by_topic:
-            w = 1.0 / np.arange(1, len(ids) + 1) ** 0.8
+            w = 1.0 / np.arange(1, len(ids) + 1) ** spec.popularity_skew
             self.pop.append(w / w.sum())
         self.pairs: dict[str, str] = {}
         for ids in by_topic:
@@ -255,7 +259,7 @@ class Generator:
         users = {}
         for u in range(spec.users):
             user_id = f"u{u:05d}"
-            start = rng.dirichlet(np.full(k, 0.3))
+            start = rng.dirichlet(np.full(k, spec.preference_alpha))
             drift_to = int(rng.integers(k))
             end = 0.5 * start + 0.5 * np.eye(k)[drift_to]
             activity = float(rng.gamma(2.0, spec.sessions_per_user_day / 2.0))

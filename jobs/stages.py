@@ -14,6 +14,8 @@ STAGES: dict[str, str] = {
     "score_sentiment": "jobs.score_sentiment:run",
     "keywords": "jobs.user_keywords:run",
     "mine_rules": "jobs.mine_rules:run",
+    "rank_topn": "jobs.rank_topn:run",
+    "publish": "jobs.publish:run",
 }
 
 

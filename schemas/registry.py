@@ -57,6 +57,11 @@ TABLES: dict[str, TableSpec] = {
                   "Top decay-weighted TF-IDF terms of the items each user engaged with."),
         TableSpec("item_rules", t.ITEM_RULES, (c.DS,), _COMMON,
                   "FPGrowth association rules over baskets: antecedent -> consequent."),
+        TableSpec("recommendations_staging", t.RECOMMENDATIONS, (c.DS,), _COMMON,
+                  "rank_topn's output before validation; publish copies a date from here."),
+        TableSpec("recommendations", t.RECOMMENDATIONS, (c.DS,),
+                  {**_COMMON, "delta.enableChangeDataFeed": "true"},
+                  "The published per-user top-N, one atomic replaceWhere commit per date."),
         TableSpec("runs", t.RUNS, (), {**_COMMON, "delta.appendOnly": "true"},
                   "One row per stage run: status, timings, row counts, details."),
     )

@@ -230,3 +230,23 @@ ITEM_RULES = _s(
     ("support", DoubleType(), False),
     (c.RUN_ID, StringType(), False),
 )
+
+COMPONENTS = StructType([
+    StructField("semantic", DoubleType(), True),      # cosine of user and item vectors
+    StructField("topic", DoubleType(), True),         # dot product of topic distributions
+    StructField("sentiment", DoubleType(), True),     # item's smoothed review sentiment
+    StructField("rule", DoubleType(), True),          # best confidence of a fired rule
+    StructField("popularity", DoubleType(), True),    # log(1 + decayed popularity)
+])
+
+RECOMMENDATIONS = _s(
+    (c.DS, DateType(), False),
+    (c.USER_ID, StringType(), False),
+    ("rank", IntegerType(), False),
+    (c.ITEM_ID, StringType(), False),
+    ("score", DoubleType(), False),
+    ("components", COMPONENTS, False),
+    ("reason", StringType(), False),
+    ("model_version", StringType(), False),
+    (c.RUN_ID, StringType(), False),
+)

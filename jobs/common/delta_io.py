@@ -110,3 +110,28 @@ def history(spark: SparkSession, cfg: Mapping, name: str) -> DataFrame:
     from delta.tables import DeltaTable
 
     return DeltaTable.forPath(spark, table_path(cfg, name)).history()
+
+
+def maintain(spark: SparkSession, cfg: Mapping) -> list[dict]:
+    """OPTIMIZE (Z-ordered by user_id where configured) and VACUUM every existing table."""
+    from delta.tables import DeltaTable
+
+    from schemas.registry import TABLES
+
+    hours = float(cfg["maintain"]["vacuum_retention_hours"])
+    out = []
+    for name, spec in TABLES.items():
+        path = spec.path(lake_root(cfg))
+        if not DeltaTable.isDeltaTable(spark, path):
+            continue
+        table = DeltaTable.forPath(spark, path)
+        optimizer = table.optimize()
+        if name in cfg["maintain"]["zorder_by_user"] and "user_id" in spec.schema.fieldNames():
+            metrics = optimizer.executeZOrderBy("user_id")
+        else:
+            metrics = optimizer.executeCompaction()
+        table.vacuum(hours)
+        m = metrics.first()["metrics"]
+        out.append({"table": name, "files_added": m["numFilesAdded"], "files_removed": m["numFilesRemoved"]})
+        log.info("maintained %s: %s", path, out[-1])
+    return out
