@@ -147,10 +147,7 @@ def run(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, rec: StageR
     summary = {"users": stats["users"], "events": int(stats["events"] or 0),
                "avg_len": round(float(stats["avg_len"] or 0), 2),
                "path": delta_io.table_path(cfg, "user_sequences")}
-    log.info("user_sequences for %s: %s", ds, summary)
-    rec.rows_out = summary["users"]
-    rec.details.update(summary)
-    return summary
+    return rec.finish(STAGE, summary, rows_out=summary["users"])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -101,10 +101,7 @@ def run(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, rec: StageR
     summary = {"items": n_items, "encoded": n_todo, "skipped_unchanged": n_items - n_todo if not full else 0,
                "full_refresh": full, "model_id": ref.model_id, "model_revision": ref.revision, "dim": ref.dim,
                "path": delta_io.table_path(cfg, "item_embeddings")}
-    log.info("encode_items: %s", summary)
-    rec.rows_in, rec.rows_out = n_items, n_todo
-    rec.details.update(summary)
-    return summary
+    return rec.finish(STAGE, summary, rows_in=n_items, rows_out=n_todo)
 
 
 def main(argv: list[str] | None = None) -> int:

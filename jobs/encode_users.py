@@ -72,10 +72,7 @@ def run(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, rec: StageR
     summary = {"users": stats["users"], "without_item_vectors": int(stats["no_pooled"] or 0),
                "weights": {"sequence": w_seq, "pooled": w_pool}, "model_id": ref.model_id,
                "path": delta_io.table_path(cfg, "user_embeddings")}
-    log.info("encode_users: %s", summary)
-    rec.rows_in, rec.rows_out = n_users, stats["users"]
-    rec.details.update(summary)
-    return summary
+    return rec.finish(STAGE, summary, rows_in=n_users, rows_out=stats["users"])
 
 
 def main(argv: list[str] | None = None) -> int:

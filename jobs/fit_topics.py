@@ -145,10 +145,7 @@ def run(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, rec: StageR
     n_users = delta_io.read_table(spark, cfg, "user_topics").where(F.col(c.DS) == F.lit(ds)).count()
     summary = {"refit": refit, "model_ds": model_ds.isoformat(), "model_path": path, "k": int(tc["k"]),
                "items": n_docs, "users": n_users}
-    log.info("fit_topics: %s", summary)
-    rec.rows_in, rec.rows_out = n_docs, n_docs + n_users
-    rec.details.update(summary)
-    return summary
+    return rec.finish(STAGE, summary, rows_in=n_docs, rows_out=n_docs + n_users)
 
 
 def main(argv: list[str] | None = None) -> int:

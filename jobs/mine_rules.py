@@ -63,10 +63,7 @@ def run(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, rec: StageR
     b.unpersist()
     n_rules = delta_io.read_table(spark, cfg, "item_rules").where(F.col(c.DS) == F.lit(ds)).count()
     summary = {"baskets": n_baskets, "rules": n_rules, "basket": rc["basket"]}
-    log.info("mine_rules: %s", summary)
-    rec.rows_in, rec.rows_out = n_baskets, n_rules
-    rec.details.update(summary)
-    return summary
+    return rec.finish(STAGE, summary, rows_in=n_baskets, rows_out=n_rules)
 
 
 def main(argv: list[str] | None = None) -> int:

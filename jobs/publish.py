@@ -38,10 +38,7 @@ def run(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, rec: StageR
     delta_io.replace_where(staged, cfg, "recommendations", f"ds = DATE'{ds.isoformat()}'")
     version = delta_io.history(spark, cfg, "recommendations").agg(F.max("version")).first()[0]
     summary = {"rows": n, "version": int(version), "path": delta_io.table_path(cfg, "recommendations")}
-    log.info("published %d recommendations for %s as version %s", n, ds, version)
-    rec.rows_in = rec.rows_out = n
-    rec.details.update(summary)
-    return summary
+    return rec.finish(STAGE, summary, rows_in=n, rows_out=n)
 
 
 def main(argv: list[str] | None = None) -> int:

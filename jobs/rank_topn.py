@@ -250,10 +250,7 @@ def run(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, rec: StageR
     summary = {"users": n_users, "users_with_recs": stats["users"], "rows": int(stats["rows"] or 0),
                "users_short_of_n": int(stats["short"] or 0) + (n_users - stats["users"]),
                "top_n": int(rk["top_n"]), "path": delta_io.table_path(cfg, "recommendations_staging")}
-    log.info("rank_topn: %s", summary)
-    rec.rows_in, rec.rows_out = n_users, summary["rows"]
-    rec.details.update(summary)
-    return summary
+    return rec.finish(STAGE, summary, rows_in=n_users, rows_out=summary["rows"])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -99,10 +99,7 @@ def run(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, rec: StageR
     summary = {"backend": settings.backend, "scored_in_window": n_scored, "reviews_total": stats["n"],
                "mean_score": round(float(stats["mean"] or 0.0), 4), "negative_reviews": int(stats["neg"] or 0),
                "prior_mean": round(float(prior), 4)}
-    log.info("score_sentiment: %s", summary)
-    rec.rows_in, rec.rows_out = n_scored, n_scored
-    rec.details.update(summary)
-    return summary
+    return rec.finish(STAGE, summary, rows_in=n_scored, rows_out=n_scored)
 
 
 def main(argv: list[str] | None = None) -> int:

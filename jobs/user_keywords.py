@@ -65,10 +65,7 @@ def run(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, rec: StageR
                            cfg, "user_keywords", f"ds = DATE'{ds.isoformat()}'")
     n = delta_io.read_table(spark, cfg, "user_keywords").where(F.col(c.DS) == F.lit(ds)).count()
     summary = {"users": n, "top_n": int(cfg["keywords"]["top_n"])}
-    log.info("keywords: %s", summary)
-    rec.rows_out = n
-    rec.details.update(summary)
-    return summary
+    return rec.finish(STAGE, summary, rows_out=n)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -133,3 +133,24 @@ def effective_max_length(model, requested: int) -> int:
     """``requested``, but never beyond the positions the model was built for."""
     limit = getattr(model.config, "max_position_embeddings", None)
     return min(requested, int(limit)) if limit else requested
+
+
+class LoadedModel:
+    """A Hugging Face model of ``kind`` (encoder | classifier) with its tokenizer on the chosen device.
+
+    ``settings`` needs ``model``, ``conf_key``, ``device``, ``half_precision`` and ``max_length``.
+    """
+
+    kind = "encoder"
+
+    def __init__(self, settings) -> None:
+        import torch
+
+        from udfs.text_encoder import resolve_model
+
+        folder, self.model_id = resolve_model(settings.model, settings.conf_key)
+        self.settings = settings
+        self.device = pick_device(settings.device)
+        self.tokenizer, self.model = load_hf(self.kind, folder, self.device, settings.half_precision)
+        self.max_length = effective_max_length(self.model, settings.max_length)
+        self._torch = torch

@@ -11,8 +11,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from udfs.device import cached, effective_max_length, load_hf, pick_device, run_sorted_batches, set_torch_threads
-from udfs.text_encoder import resolve_model
+from udfs.device import LoadedModel, cached, run_sorted_batches, set_torch_threads
 
 BACKENDS = ("vader", "transformers")
 
@@ -63,19 +62,14 @@ def label_values(id2label: dict) -> np.ndarray:
     return np.linspace(-1.0, 1.0, n) if n > 1 else np.zeros(1)
 
 
-class SentimentClassifier:
+class SentimentClassifier(LoadedModel):
     """A sequence-classification model turned into a score: sum over classes of p(class) * value."""
 
-    def __init__(self, settings: SentimentSettings) -> None:
-        import torch
+    kind = "classifier"
 
-        folder, self.model_id = resolve_model(settings.model, settings.conf_key)
-        self.settings = settings
-        self.device = pick_device(settings.device)
-        self.tokenizer, self.model = load_hf("classifier", folder, self.device, settings.half_precision)
-        self.max_length = effective_max_length(self.model, settings.max_length)
-        self.values = torch.tensor(label_values(self.model.config.id2label), dtype=torch.float32)
-        self._torch = torch
+    def __init__(self, settings: SentimentSettings) -> None:
+        super().__init__(settings)
+        self.values = self._torch.tensor(label_values(self.model.config.id2label), dtype=self._torch.float32)
 
     def score(self, texts: Sequence[str | None]) -> np.ndarray:
         out = np.zeros(len(texts), dtype=np.float64)

@@ -17,7 +17,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from udfs.device import cached, effective_max_length, load_hf, pick_device, run_sorted_batches, set_torch_threads
+from udfs.device import LoadedModel, cached, run_sorted_batches, set_torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -100,19 +100,14 @@ def model_info(folder: str) -> dict:
     return {"dim": int(dim), "revision": digest.hexdigest()[:16]}
 
 
-class TextEncoder:
+class TextEncoder(LoadedModel):
     """A loaded tokenizer + encoder model on one device."""
 
-    def __init__(self, settings: EncoderSettings) -> None:
-        import torch
+    kind = "encoder"
 
-        folder, self.model_id = resolve_model(settings.model, settings.conf_key)
-        self.settings = settings
-        self.device = pick_device(settings.device)
-        self.tokenizer, self.model = load_hf("encoder", folder, self.device, settings.half_precision)
-        self.max_length = effective_max_length(self.model, settings.max_length)
+    def __init__(self, settings: EncoderSettings) -> None:
+        super().__init__(settings)
         self.dim = int(self.model.config.hidden_size)
-        self._torch = torch
 
     def encode(self, texts: Sequence[str | None]) -> np.ndarray:
         """Encode texts to unit-length float32 vectors, one row per text, in input order."""

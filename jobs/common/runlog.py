@@ -32,6 +32,16 @@ class StageRecord:
         self.rows_out: int | None = None
         self.details: dict = {}
 
+    def finish(self, stage: str, summary: dict, rows_in: int | None = None, rows_out: int | None = None) -> dict:
+        """Log a stage's summary, keep it (and the row counts) for ``runs``, and return it."""
+        log.info("%s: %s", stage, summary)
+        if rows_in is not None:
+            self.rows_in = rows_in
+        if rows_out is not None:
+            self.rows_out = rows_out
+        self.details.update(summary)
+        return summary
+
 
 @contextmanager
 def record_stage(spark: SparkSession, cfg: Mapping, run_id: str, ds: dt.date, stage: str) -> Iterator[StageRecord]:
