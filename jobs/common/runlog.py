@@ -10,7 +10,6 @@ from contextlib import contextmanager
 from typing import Iterator, Mapping
 
 from pyspark.sql import SparkSession
-from pyspark.sql import functions as F
 
 from jobs.common import delta_io
 from schemas import tables as t
@@ -69,10 +68,3 @@ def record_stage(spark: SparkSession, cfg: Mapping, run_id: str, ds: dt.date, st
                 raise
         log.info("stage %s %s in %.1fs (rows in %s, out %s)", stage, status, duration, rec.rows_in, rec.rows_out)
 
-
-def last_status(spark: SparkSession, cfg: Mapping, ds: dt.date, stage: str) -> str | None:
-    """Status of the latest recorded run of ``stage`` for ``ds`` (None if never run)."""
-    rows = (delta_io.read_table(spark, cfg, "runs")
-            .where((F.col("ds") == F.lit(ds)) & (F.col("stage") == stage))
-            .orderBy(F.col("finished_at").desc()).limit(1).collect())
-    return rows[0]["status"] if rows else None
