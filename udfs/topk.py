@@ -9,7 +9,7 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
-from udfs.device import cached, pick_device, set_torch_threads
+from udfs.device import pick_device, set_torch_threads
 
 
 def block_topk(users: np.ndarray, items: np.ndarray, k: int, block_rows: int = 2048,
@@ -62,6 +62,9 @@ def topk_frames(batches: Iterator[pd.DataFrame], item_ids: np.ndarray, item_matr
 
 
 def shard_matrix(broadcast_value) -> tuple[np.ndarray, np.ndarray]:
-    """(item ids, item matrix) of a broadcast shard, unpacked once per worker."""
-    return cached(("topk_shard", id(broadcast_value)), lambda: (
-        np.asarray(broadcast_value["ids"]), np.asarray(broadcast_value["matrix"], dtype=np.float32)))
+    """(item ids, item matrix) of a broadcast shard.
+
+    Spark already deserialises a broadcast once per worker; no cache of our own here (keying
+    one on the value's id() can hand a reused worker a stale shard).
+    """
+    return np.asarray(broadcast_value["ids"]), np.asarray(broadcast_value["matrix"], dtype=np.float32)
