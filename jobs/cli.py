@@ -64,15 +64,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_nightly(args: argparse.Namespace) -> int:
+def _run_all(spark, cfg, ds: dt.date, run_id: str) -> dict:
+    """Every stage in order for ds, with a progress line each; the stages' summaries by name."""
     from jobs.stages import STAGES
 
-    cfg = config_from_args(args)
-    spark, run_id = _session_and_run_id(cfg, args)
     results = {}
     for stage in STAGES:
-        print(f"[{stage}] running for {args.date} ...", flush=True)
-        results[stage] = run_stage(spark, cfg, stage, args.date, run_id)
+        print(f"[{stage}] running for {ds} ...", flush=True)
+        results[stage] = run_stage(spark, cfg, stage, ds, run_id)
+    return results
+
+
+def _cmd_nightly(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
+    spark, run_id = _session_and_run_id(cfg, args)
+    results = _run_all(spark, cfg, args.date, run_id)
     print(json.dumps({"ds": args.date.isoformat(), "run_id": run_id, "stages": results}, indent=1, default=str))
     return 0
 
@@ -91,7 +97,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from jobs.common.runlog import new_run_id
     from jobs.common.session import get_spark
     from jobs.sample_data import SampleSpec, generate
-    from jobs.stages import STAGES
 
     out = Path(args.out)
     sample = out / "sample"
@@ -111,10 +116,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     ds = spec.end_date
     spark = get_spark(cfg, app_name="recjobs-demo")
     run_id = new_run_id(ds)
-    results = {}
-    for stage in STAGES:
-        print(f"[{stage}] running for {ds} ...", flush=True)
-        results[stage] = run_stage(spark, cfg, stage, ds, run_id)
+    results = _run_all(spark, cfg, ds, run_id)
     clean = results["clean"]
     print("\n=== recjobs demo ===")
     print(f"run date {ds}, run id {run_id}")

@@ -487,7 +487,7 @@ class Generator:
                 old.unlink()
             if self.spec.fmt == "jsonl":
                 payload = b"\n".join(self._line(r, r.get("_fault"), fields) for r in rows) + b"\n"
-                (folder / f"part-00000.jsonl").write_bytes(payload)
+                (folder / "part-00000.jsonl").write_bytes(payload)
             elif self.spec.fmt == "csv":
                 (folder / "part-00000.csv").write_bytes(self._csv(rows, fields))
             elif self.spec.fmt == "parquet":

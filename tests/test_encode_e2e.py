@@ -1,5 +1,4 @@
 """build_sequences -> encode_items -> encode_users on generated data, with a tiny model."""
-import datetime as dt
 
 import numpy as np
 import pytest

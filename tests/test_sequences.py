@@ -4,7 +4,6 @@ import math
 
 import numpy as np
 import pytest
-from pyspark.sql import functions as F
 
 from jobs.build_sequences import build_user_sequences, check_event_types, sequence_events
 from jobs.common.config import load_config

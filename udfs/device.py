@@ -154,3 +154,10 @@ class LoadedModel:
         self.tokenizer, self.model = load_hf(self.kind, folder, self.device, settings.half_precision)
         self.max_length = effective_max_length(self.model, settings.max_length)
         self._torch = torch
+
+    def run_batches(self, texts, out):
+        """Fill ``out`` (one row per text, input order) with ``self._forward`` over sorted batches."""
+        if len(texts) == 0:
+            return out
+        return run_sorted_batches(self.tokenizer, texts, self.max_length, self.settings.batch_size,
+                                  self._forward, out)

@@ -11,7 +11,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from udfs.device import LoadedModel, cached, run_sorted_batches, set_torch_threads
+from udfs.device import LoadedModel, cached, set_torch_threads
 
 BACKENDS = ("vader", "transformers")
 
@@ -72,11 +72,7 @@ class SentimentClassifier(LoadedModel):
         self.values = self._torch.tensor(label_values(self.model.config.id2label), dtype=self._torch.float32)
 
     def score(self, texts: Sequence[str | None]) -> np.ndarray:
-        out = np.zeros(len(texts), dtype=np.float64)
-        if len(texts) == 0:
-            return out
-        return run_sorted_batches(self.tokenizer, texts, self.max_length, self.settings.batch_size,
-                                  self._forward, out)
+        return self.run_batches(texts, np.zeros(len(texts), dtype=np.float64))
 
     def _forward(self, batch) -> np.ndarray:
         torch = self._torch

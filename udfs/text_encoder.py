@@ -17,7 +17,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from udfs.device import LoadedModel, cached, run_sorted_batches, set_torch_threads
+from udfs.device import LoadedModel, cached, set_torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -111,11 +111,7 @@ class TextEncoder(LoadedModel):
 
     def encode(self, texts: Sequence[str | None]) -> np.ndarray:
         """Encode texts to unit-length float32 vectors, one row per text, in input order."""
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        if len(texts) == 0:
-            return out
-        return run_sorted_batches(self.tokenizer, texts, self.max_length, self.settings.batch_size,
-                                  self._forward, out)
+        return self.run_batches(texts, np.zeros((len(texts), self.dim), dtype=np.float32))
 
     def _forward(self, batch) -> np.ndarray:
         torch = self._torch
