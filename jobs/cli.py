@@ -3,7 +3,8 @@
     recjobs demo                              sample data + the nightly run on the embedded default
     recjobs sample-data --out DIR ...         seeded synthetic raw data with planted faults
     recjobs run STAGE --date D [--conf F] [--set k=v]
-    recjobs nightly --date D [--conf F] [--set k=v]
+    recjobs nightly --date D [--conf F] [--set k=v] [--force | --from-stage S]
+    recjobs dq --date D [--json]              data-quality summary, Data Docs path
     recjobs stages                            the stages, in order
 
 Exit codes: 0 done, 2 bad configuration or input (one-line reason), 3 data-quality gate failed,
@@ -12,7 +13,6 @@ Exit codes: 0 done, 2 bad configuration or input (one-line reason), 3 data-quali
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import sys
 from pathlib import Path
@@ -64,22 +64,40 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_all(spark, cfg, ds: dt.date, run_id: str) -> dict:
-    """Every stage in order for ds, with a progress line each; the stages' summaries by name."""
-    from jobs.stages import STAGES
-
-    results = {}
-    for stage in STAGES:
-        print(f"[{stage}] running for {ds} ...", flush=True)
-        results[stage] = run_stage(spark, cfg, stage, ds, run_id)
-    return results
-
-
 def _cmd_nightly(args: argparse.Namespace) -> int:
+    from jobs.nightly import run_nightly
+
+    from jobs.common.session import get_spark
+
     cfg = config_from_args(args)
-    spark, run_id = _session_and_run_id(cfg, args)
-    results = _run_all(spark, cfg, args.date, run_id)
-    print(json.dumps({"ds": args.date.isoformat(), "run_id": run_id, "stages": results}, indent=1, default=str))
+    spark = get_spark(cfg, app_name="recjobs-nightly")
+    out = run_nightly(spark, cfg, args.date, args.force, args.from_stage, args.run_id or cfg["run"]["id"])
+    if out["error"]:
+        print(f"recjobs: error: {out['error']}", file=sys.stderr)
+    return out["exit_code"]
+
+
+def _cmd_dq(args: argparse.Namespace) -> int:
+    from jobs.common.session import get_spark
+    from jobs.report import dq_summary
+
+    cfg = config_from_args(args)
+    dq = dq_summary(get_spark(cfg, app_name="recjobs-dq"), cfg, args.date)
+    if args.json:
+        print(json.dumps(dq, indent=1, default=str))
+        return 0
+    if not dq["tables"]:
+        print(f"no validation recorded for {args.date}; run 'recjobs run validate --date {args.date}'")
+        return 0
+    print(f"data quality for {args.date}: {dq['expectations']} expectations, {dq['failed_error']} error-level and "
+          f"{dq['failed_warn']} warn-level failures -> gate {'passed' if dq['failed_error'] == 0 else 'FAILED'}")
+    for name, t in dq["tables"].items():
+        print(f"  {name:24s} v{t['version'] if t['version'] is not None else '-':<4} {t['expectations']:3d} checks  "
+              f"{t['failed_error']} error  {t['failed_warn']} warn")
+        for f in t["failures"]:
+            print(f"      {f['level']:5s} {f['description']} ({f['unexpected']} of {f['of']})")
+    print(f"Data Docs: {dq['data_docs']}")
+    print(f"JSON results: {dq['results_dir']}")
     return 0
 
 
@@ -94,8 +112,8 @@ def _cmd_stages(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from conf import CONF_DIR
     from jobs.common.config import load_config, log_config
-    from jobs.common.runlog import new_run_id
     from jobs.common.session import get_spark
+    from jobs.nightly import run_nightly
     from jobs.sample_data import SampleSpec, generate
 
     out = Path(args.out)
@@ -109,14 +127,19 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         f"input.items_path={sample / 'items'}",
         "input.format=jsonl",
         f"clean.window_days={spec.days}",
+        f"dq.docs_dir={out / 'reports' / 'dq'}",
+        f"report.dir={out / 'reports'}",
         *args.overrides,
     ])
     setup_logging(cfg["logging"]["level"])
     log_config(cfg)
     ds = spec.end_date
     spark = get_spark(cfg, app_name="recjobs-demo")
-    run_id = new_run_id(ds)
-    results = _run_all(spark, cfg, ds, run_id)
+    out_run = run_nightly(spark, cfg, ds, force=True)
+    if out_run["exit_code"]:
+        print(f"recjobs: error: {out_run['error']}", file=sys.stderr)
+        return out_run["exit_code"]
+    results, run_id = out_run["results"], out_run["plan"].run_id
     clean = results["clean"]
     print("\n=== recjobs demo ===")
     print(f"run date {ds}, run id {run_id}")
@@ -151,6 +174,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         s = results["rank_topn"]
         print(f"ranked: {s['rows']} recommendations for {s['users_with_recs']} users "
               f"({s['users_short_of_n']} short of {s['top_n']})")
+    if "validate" in results:
+        s = results["validate"]
+        print(f"data quality: {s['expectations']} expectations on {len(s['tables'])} tables, "
+              f"{s['failed_error']} error-level and {s['failed_warn']} warn-level failures "
+              f"(gate {'passed' if s['passed'] else 'FAILED'}); Data Docs: {s['data_docs']}")
     if "publish" in results:
         print(f"published: version {results['publish']['version']} of {results['publish']['path']}")
     if "mine_rules" in results:
@@ -169,6 +197,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             print()
             show_recs(spark, cfg, first_user, ds, explain=False, as_json=False)
             print(f"(more: recjobs recs --user {first_user} --explain --conf conf/local.yaml)")
+    if out_run["report"]:
+        print(f"run report: {out_run['report']['html']}")
     print(f"ground truth of the sample: {sample / 'ground_truth.json'} "
           f"({truth['raw_event_rows']} raw events)")
     return 0
@@ -252,6 +282,7 @@ def _cmd_sql(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``recjobs``."""
+    from jobs.nightly import add_nightly_args
     from jobs.sample_data import add_arguments as add_sample_args
 
     parser = argparse.ArgumentParser(
@@ -279,9 +310,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_args(p)
     p.set_defaults(func=_cmd_run)
 
-    p = sub.add_parser("nightly", help="run every stage in order for a date")
+    p = sub.add_parser("nightly", help="run every stage in order for a date (resumes; writes the run report)")
     add_run_args(p)
+    add_nightly_args(p)
     p.set_defaults(func=_cmd_nightly)
+
+    p = sub.add_parser("dq", help="the data-quality summary of a date and where the Data Docs are")
+    p.add_argument("--date", required=True, type=parse_date)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    add_config_args(p)
+    p.set_defaults(func=_cmd_dq)
 
     p = sub.add_parser("recs", help="show a user's recommendations (latest date by default)")
     p.add_argument("--user", required=True)

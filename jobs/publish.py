@@ -3,7 +3,9 @@
     spark-submit --packages io.delta:delta-spark_4.1_2.13:4.4.0 \\
         jobs/publish.py --date 2026-06-30 --conf conf/cluster.yaml
 
-One ``replaceWhere ds = D`` commit: readers see the previous partition or the new one, never a
+Only a staged version that passed the validate stage is published (``dq.require_for_publish``);
+otherwise the stage exits 3 and the published partition stays as it was. One
+``replaceWhere ds = D`` commit: readers see the previous partition or the new one, never a
 mix, and re-publishing a date leaves exactly one copy. Earlier versions stay readable by
 version (time travel) until VACUUM.
 """
@@ -30,14 +32,20 @@ STAGE = "publish"
 def run(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, rec: StageRecord | None = None) -> dict:
     """Publish the ds partition of ``recommendations_staging``."""
     rec = rec or StageRecord()
-    staged = delta_io.read_table(spark, cfg, "recommendations_staging").where(F.col(c.DS) == F.lit(ds))
+    version = None
+    if cfg["dq"]["require_for_publish"]:
+        from jobs.validate import publish_gate
+
+        version = publish_gate(spark, cfg, ds)   # exit 3 unless this version passed validate
+    staged = (delta_io.read_table(spark, cfg, "recommendations_staging", version=version)
+              .where(F.col(c.DS) == F.lit(ds)))
     n = staged.count()
     if n == 0:
         raise InputError(f"no staged recommendations for {ds} in {delta_io.table_path(cfg, 'recommendations_staging')}; "
                          f"run 'recjobs run rank_topn --date {ds}' first")
     delta_io.replace_where(staged, cfg, "recommendations", f"ds = DATE'{ds.isoformat()}'")
-    version = delta_io.history(spark, cfg, "recommendations").agg(F.max("version")).first()[0]
-    summary = {"rows": n, "version": int(version), "path": delta_io.table_path(cfg, "recommendations")}
+    summary = {"rows": n, "version": delta_io.current_version(spark, cfg, "recommendations"),
+               "staging_version": version, "path": delta_io.table_path(cfg, "recommendations")}
     return rec.finish(STAGE, summary, rows_in=n, rows_out=n)
 
 

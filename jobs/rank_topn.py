@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import sys
-from typing import Mapping
+from typing import Callable, Mapping
 
 from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession, Window
@@ -149,6 +149,25 @@ def reasons(ranked: DataFrame, weights: Mapping[str, float]) -> DataFrame:
                                                                                       F.col(c.CATEGORY)))))
 
 
+def negative_reviews(read: Callable[[str], DataFrame], cfg: Mapping, ds: dt.date) -> DataFrame:
+    """(user_id, item_id) of items the user reviewed at or below ``sentiment.negative_threshold``."""
+    return (read("user_item_sentiment")
+            .where((F.col(c.DS) == F.lit(ds)) & (F.col("score") <= cfg["sentiment"]["negative_threshold"]))
+            .select(c.USER_ID, c.ITEM_ID))
+
+
+def excluded_pairs(read: Callable[[str], DataFrame], cfg: Mapping, ds: dt.date) -> DataFrame:
+    """(user_id, item_id) pairs that must never be recommended on ds: bought (when
+    ``rank.exclude_purchased``) or reviewed negatively. The validate stage checks the same set."""
+    excluded = negative_reviews(read, cfg, ds)
+    if cfg["rank"]["exclude_purchased"]:
+        bought = (read("events_clean")
+                  .where((F.col(c.EVENT_DATE) <= F.lit(ds)) & (F.col(c.EVENT_TYPE) == "purchase"))
+                  .select(c.USER_ID, c.ITEM_ID))
+        excluded = excluded.unionByName(bought)
+    return excluded.distinct()
+
+
 def run(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, rec: StageRecord | None = None) -> dict:
     """Write the ds partition of ``recommendations_staging``."""
     rec = rec or StageRecord()
@@ -177,13 +196,8 @@ def run(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, rec: StageR
                   .distinct())
 
     # exclusions
-    if rk["exclude_purchased"]:
-        bought = history.where(F.col(c.EVENT_TYPE) == "purchase").select(c.USER_ID, c.ITEM_ID).distinct()
-        candidates = candidates.join(bought, [c.USER_ID, c.ITEM_ID], "left_anti")
-    negative = (read("user_item_sentiment").where(on_ds & (F.col("score") <= cfg["sentiment"]["negative_threshold"]))
-                .select(c.USER_ID, F.col(c.ITEM_ID).alias("neg_item")))
-    candidates = candidates.join(negative.withColumnRenamed("neg_item", c.ITEM_ID), [c.USER_ID, c.ITEM_ID],
-                                 "left_anti")
+    candidates = candidates.join(excluded_pairs(read, cfg, ds), [c.USER_ID, c.ITEM_ID], "left_anti")
+    negative = negative_reviews(read, cfg, ds).withColumnRenamed(c.ITEM_ID, "neg_item")
 
     # features
     ivec = item_vec.withColumnRenamed("embedding", "_iv")

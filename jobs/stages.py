@@ -15,6 +15,7 @@ STAGES: dict[str, str] = {
     "keywords": "jobs.user_keywords:run",
     "mine_rules": "jobs.mine_rules:run",
     "rank_topn": "jobs.rank_topn:run",
+    "validate": "jobs.validate:run",
     "publish": "jobs.publish:run",
 }
 

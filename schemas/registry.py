@@ -62,6 +62,8 @@ TABLES: dict[str, TableSpec] = {
         TableSpec("recommendations", t.RECOMMENDATIONS, (c.DS,),
                   {**_COMMON, "delta.enableChangeDataFeed": "true"},
                   "The published per-user top-N, one atomic replaceWhere commit per date."),
+        TableSpec("dq_results", t.DQ_RESULTS, (c.DS,), _COMMON,
+                  "One row per expectation per validation: table, version, level, outcome, counts."),
         TableSpec("runs", t.RUNS, (), {**_COMMON, "delta.appendOnly": "true"},
                   "One row per stage run: status, timings, row counts, details."),
     )

@@ -250,3 +250,21 @@ RECOMMENDATIONS = _s(
     ("model_version", StringType(), False),
     (c.RUN_ID, StringType(), False),
 )
+
+# One row per expectation per validation: what the validate stage checked and how it went.
+DQ_RESULTS = _s(
+    (c.DS, DateType(), False),
+    (c.RUN_ID, StringType(), False),
+    ("table_name", StringType(), False),
+    ("table_version", LongType(), True),         # Delta version validated (null for raw input)
+    ("expectation", StringType(), False),        # GX expectation type
+    ("column_name", StringType(), True),
+    ("level", StringType(), False),              # error | warn
+    ("success", BooleanType(), False),
+    ("element_count", LongType(), True),
+    ("unexpected_count", LongType(), True),
+    ("unexpected_percent", DoubleType(), True),
+    ("observed", StringType(), True),            # observed value or a few unexpected values (JSON)
+    ("description", StringType(), True),
+    ("validated_at", TimestampType(), False),
+)

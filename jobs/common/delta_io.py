@@ -135,3 +135,24 @@ def maintain(spark: SparkSession, cfg: Mapping) -> list[dict]:
         out.append({"table": name, "files_added": m["numFilesAdded"], "files_removed": m["numFilesRemoved"]})
         log.info("maintained %s: %s", path, out[-1])
     return out
+
+
+def current_version(spark: SparkSession, cfg: Mapping, name: str) -> int:
+    """The newest Delta version of a registered table (creating it empty if it is new)."""
+    from delta.tables import DeltaTable
+
+    path = ensure_table(spark, table(name), lake_root(cfg))
+    return int(DeltaTable.forPath(spark, path).history(1).first()["version"])
+
+
+def write_text(spark: SparkSession, path: str, text: str) -> None:
+    """Write a small text file (a report, a JSON result) through Hadoop's file system, so that
+    it lands next to the tables wherever the lake lives (local folder, s3a://, abfss://)."""
+    jvm = spark.sparkContext._jvm
+    target = jvm.org.apache.hadoop.fs.Path(path)
+    fs = target.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    out = fs.create(target, True)
+    try:
+        out.write(bytearray(text.encode("utf-8")))
+    finally:
+        out.close()

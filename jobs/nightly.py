@@ -1,0 +1,153 @@
+"""The nightly driver: every stage in order for one date, resumable, with a run report.
+
+    recjobs nightly --date 2026-06-30 --conf conf/cluster.yaml
+    spark-submit --properties-file conf/spark-defaults.conf \\
+        jobs/nightly.py --date 2026-06-30 --conf conf/cluster.yaml      (deploy/spark-submit.sh)
+
+Each stage is recorded in ``runs``. Started again for a date, the driver resumes after the last
+stage that succeeded (same run id) unless ``--force`` (all stages, new run id) or
+``--from-stage S`` (S and the stages after it). At the end, succeeded or not, it writes the run
+report (HTML and JSON, see ``jobs/report.py``). Exit codes: 0 done, 2 bad config or input,
+3 data-quality gate failed (nothing published), 1 anything else.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from pyspark.sql import SparkSession, Window
+from pyspark.sql import functions as F
+
+from jobs.common import delta_io
+from jobs.common.errors import ConfigError, RecjobsError
+from jobs.common.runlog import new_run_id
+from schemas import columns as c
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Plan:
+    """Which stages to run, under which run id, and which are skipped as already done."""
+
+    run_id: str
+    stages: list[str]
+    skipped: list[str] = field(default_factory=list)
+    resumed: bool = False
+
+
+def latest_statuses(spark: SparkSession, cfg: Mapping, ds: dt.date) -> tuple[dict[str, str], str | None]:
+    """Newest status of each stage for ds in ``runs``, and the run id of the newest record."""
+    runs = delta_io.read_table(spark, cfg, "runs").where(F.col(c.DS) == F.lit(ds))
+    newest = Window.partitionBy(c.STAGE).orderBy(F.col("finished_at").desc())
+    rows = (runs.withColumn("_r", F.row_number().over(newest)).where("_r = 1")
+            .select(c.STAGE, "status", c.RUN_ID, "finished_at").collect())  # one row per stage
+    statuses = {r[c.STAGE]: r["status"] for r in rows}
+    last = max(rows, key=lambda r: r["finished_at"])[c.RUN_ID] if rows else None
+    return statuses, last
+
+
+def plan_stages(stages: list[str], statuses: Mapping[str, str], last_run_id: str | None, ds: dt.date,
+                force: bool = False, from_stage: str | None = None, run_id: str | None = None) -> Plan:
+    """Decide what to run.
+
+    Default: resume after the last stage that succeeded, in order (a stage counts as done when its
+    newest record for ds succeeded and every stage before it is done), under the earlier run id.
+    ``force``: every stage under a new run id. ``from_stage``: that stage and the ones after it.
+    """
+    if from_stage is not None and from_stage not in stages:
+        raise ConfigError(f"--from-stage {from_stage!r} is not a stage; stages: {', '.join(stages)}")
+    if force:
+        return Plan(run_id or new_run_id(ds), list(stages))
+    if from_stage is not None:
+        start = stages.index(from_stage)
+    else:
+        start = 0
+        while start < len(stages) and statuses.get(stages[start]) == "succeeded":
+            start += 1
+    resumed = start > 0 and last_run_id is not None
+    return Plan(run_id or (last_run_id if resumed else None) or new_run_id(ds), stages[start:], stages[:start],
+                resumed)
+
+
+def run_nightly(spark: SparkSession, cfg: Mapping, ds: dt.date, force: bool = False,
+                from_stage: str | None = None, run_id: str | None = None, report: bool = True,
+                echo=print) -> dict:
+    """Run (or resume) the nightly for ds. Returns ``{"plan", "results", "exit_code", "report", "error"}``;
+    project errors are caught, reported and turned into the exit code."""
+    from jobs.common.runner import run_stage
+    from jobs.stages import STAGES
+
+    statuses, last = latest_statuses(spark, cfg, ds)
+    plan = plan_stages(list(STAGES), statuses, last, ds, force, from_stage, run_id)
+    if plan.skipped:
+        echo(f"resuming run {plan.run_id} for {ds}: skipping {', '.join(plan.skipped)} (succeeded before)")
+    if not plan.stages:
+        echo(f"every stage already succeeded for {ds} (run {plan.run_id}); use --force to run again")
+    results, code, error = {}, 0, None
+    total = len(STAGES)
+    for stage in plan.stages:
+        i = list(STAGES).index(stage) + 1
+        echo(f"[{i:2d}/{total}] {stage:16s} ...", flush=True)
+        t0 = time.monotonic()
+        try:
+            results[stage] = run_stage(spark, cfg, stage, ds, plan.run_id)
+        except RecjobsError as exc:
+            code, error = exc.exit_code, f"{stage}: {exc}"
+            echo(f"[{i:2d}/{total}] {stage:16s} FAILED after {time.monotonic() - t0:.1f}s: {exc}", flush=True)
+            break
+        except Exception as exc:
+            code, error = 1, f"{stage}: {type(exc).__name__}: {exc}"
+            echo(f"[{i:2d}/{total}] {stage:16s} FAILED after {time.monotonic() - t0:.1f}s: {type(exc).__name__}",
+                 flush=True)
+            log.exception("stage %s failed", stage)
+            break
+        echo(f"[{i:2d}/{total}] {stage:16s} done in {time.monotonic() - t0:.1f}s", flush=True)
+    status = "succeeded" if code == 0 else ("dq_gate_failed" if code == 3 else "failed")
+    written = None
+    if report:
+        from jobs.report import write_report
+
+        written = write_report(spark, cfg, ds, plan.run_id, status, error, plan.skipped)
+        echo(f"run report: {written['html']} (JSON: {written['json']})")
+    return {"plan": plan, "results": results, "exit_code": code, "status": status, "error": error,
+            "report": written}
+
+
+def add_nightly_args(parser: argparse.ArgumentParser) -> None:
+    """``--force`` and ``--from-stage`` (besides the run arguments)."""
+    parser.add_argument("--force", action="store_true", help="run every stage again under a new run id")
+    parser.add_argument("--from-stage", default=None, metavar="STAGE",
+                        help="start at this stage (and run the ones after it)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point for ``spark-submit jobs/nightly.py`` and ``recjobs nightly``."""
+    from jobs.common.runner import add_run_args, config_from_args, guarded, setup_logging
+
+    parser = argparse.ArgumentParser(prog="nightly", description="Run every stage of the nightly for one date.")
+    add_run_args(parser)
+    add_nightly_args(parser)
+    args = parser.parse_args(argv)
+    setup_logging()
+
+    def go() -> int:
+        from jobs.common.session import get_spark
+
+        cfg = config_from_args(args)
+        spark = get_spark(cfg, app_name="recjobs-nightly")
+        out = run_nightly(spark, cfg, args.date, args.force, args.from_stage, args.run_id or cfg["run"]["id"])
+        if out["error"]:
+            print(f"recjobs: error: {out['error']}", file=sys.stderr)
+        return out["exit_code"]
+
+    return guarded(go)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

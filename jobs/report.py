@@ -1,0 +1,286 @@
+"""The nightly run report: one JSON document and one self-contained HTML page per run date.
+
+What it holds: each stage's status, timing and row counts (from ``runs``), the reconciliation
+identity of the clean stage (raw = clean + quarantined + duplicates, by reason), the
+data-quality summary (from ``dq_results``: per table, expectations and failures by level, and
+where the Data Docs are), statistics of the day's recommendations with three plots (score
+distribution, recommendations per category, catalogue coverage) and, when the evaluate stage
+ran, its metrics. Every figure is an aggregate computed in Spark; only aggregates reach the
+driver (bins, categories, coverage points).
+
+Written to ``<report.dir>/<ds>/report.{json,html}``, and the JSON also to
+``<lake>/_reports/<ds>/report.json`` next to the tables.
+"""
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import io
+import json
+import logging
+from pathlib import Path
+from typing import Mapping
+
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from jobs.common import delta_io
+from schemas import columns as c
+
+log = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------------------ gathering
+def stage_rows(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, skipped: list[str] = ()) -> list[dict]:
+    """The newest ``runs`` row of each stage of this run (for stages a resumed run skipped: their
+    newest successful row for ds), in stage order."""
+    from jobs.stages import STAGES
+
+    mine = F.col(c.RUN_ID) == run_id
+    if skipped:
+        mine = mine | (F.col(c.STAGE).isin(list(skipped)) & (F.col("status") == "succeeded"))
+    runs = delta_io.read_table(spark, cfg, "runs").where(mine & (F.col(c.DS) == F.lit(ds)))
+    newest = Window.partitionBy(c.STAGE).orderBy(F.col("finished_at").desc())
+    rows = runs.withColumn("_r", F.row_number().over(newest)).where("_r = 1").drop("_r").collect()  # <= stages
+    order = {name: i for i, name in enumerate(STAGES)}
+    out = []
+    for r in sorted(rows, key=lambda r: order.get(r[c.STAGE], len(order))):
+        out.append({"stage": r[c.STAGE], "status": r["status"], "started_at": r["started_at"].isoformat(),
+                    "duration_s": round(r["duration_s"], 2), "rows_in": r["rows_in"], "rows_out": r["rows_out"],
+                    "details": json.loads(r["details"] or "{}")})
+    return out
+
+
+def dq_summary(spark: SparkSession, cfg: Mapping, ds: dt.date) -> dict:
+    """Newest validation of each table for ds: expectation counts and failures by level."""
+    res = delta_io.read_table(spark, cfg, "dq_results").where(F.col(c.DS) == F.lit(ds))
+    latest = (res.withColumn("_last", F.max("validated_at").over(Window.partitionBy("table_name")))
+              .where(F.col("validated_at") == F.col("_last")))
+    rows = latest.collect()  # one row per expectation of each table: bounded by the suites
+    tables: dict[str, dict] = {}
+    for r in sorted(rows, key=lambda r: (r["table_name"], r["expectation"], r["column_name"] or "")):
+        t = tables.setdefault(r["table_name"], {"version": r["table_version"], "expectations": 0,
+                                                "failed_error": 0, "failed_warn": 0, "failures": [],
+                                                "validated_at": r["validated_at"].isoformat()})
+        t["expectations"] += 1
+        if not r["success"]:
+            t["failed_error" if r["level"] == "error" else "failed_warn"] += 1
+            t["failures"].append({"level": r["level"], "expectation": r["expectation"], "column": r["column_name"],
+                                  "description": r["description"], "unexpected": r["unexpected_count"],
+                                  "of": r["element_count"], "observed": r["observed"]})
+    return {"tables": tables, "expectations": sum(t["expectations"] for t in tables.values()),
+            "failed_error": sum(t["failed_error"] for t in tables.values()),
+            "failed_warn": sum(t["failed_warn"] for t in tables.values()),
+            "data_docs": str(Path(cfg["dq"]["docs_dir"]).resolve() / "gx/uncommitted/data_docs/local_site/index.html"),
+            "results_dir": f"{delta_io.lake_root(cfg)}/_dq/{ds.isoformat()}"}
+
+
+def score_histogram(recs: DataFrame, bins: int) -> dict:
+    """Equal-width histogram of scores computed in Spark: ``edges`` (bins + 1) and ``counts``."""
+    lo, hi = recs.agg(F.min("score"), F.max("score")).first()
+    if lo is None:
+        return {"edges": [], "counts": []}
+    width = (hi - lo) / bins if hi > lo else 1.0
+    idx = F.least(F.floor((F.col("score") - F.lit(lo)) / F.lit(width)).cast("int"), F.lit(bins - 1))
+    counts = dict(recs.groupBy(idx.alias("b")).count().collect())  # <= bins rows
+    return {"edges": [lo + i * width for i in range(bins + 1)], "counts": [counts.get(i, 0) for i in range(bins)]}
+
+
+def per_category(recs: DataFrame, items: DataFrame, top: int) -> list[tuple[str, int]]:
+    """Recommendations per category, the ``top`` largest and the rest as "other"."""
+    counts = (recs.join(items.select(c.ITEM_ID, c.CATEGORY), c.ITEM_ID, "left")
+              .groupBy(F.coalesce(F.col(c.CATEGORY), F.lit("(none)")).alias("category")).count())
+    ranked = counts.withColumn("_r", F.row_number().over(Window.orderBy(F.col("count").desc(), "category")))
+    head = [(r["category"], r["count"]) for r in ranked.where(F.col("_r") <= top).orderBy("_r").collect()]
+    rest = ranked.where(F.col("_r") > top).agg(F.sum("count")).first()[0]
+    return head + ([("other", int(rest))] if rest else [])
+
+
+def coverage_curve(recs: DataFrame, catalogue: int, points: int) -> dict:
+    """Share of all recommendations taken by the most recommended x% of the catalogue, at
+    ``points`` values of x (items never recommended count as zeros), and the coverage."""
+    per_item = recs.groupBy(c.ITEM_ID).count()
+    total, distinct = per_item.agg(F.sum("count"), F.count("*")).first()
+    if not total:
+        return {"x": [], "share": [], "coverage": 0.0, "distinct_items": 0}
+    ranked = per_item.withColumn("_r", F.row_number().over(Window.orderBy(F.col("count").desc(), c.ITEM_ID)))
+    cuts = [max(1, round(catalogue * (i + 1) / points)) for i in range(points)]
+    exprs = [F.sum(F.when(F.col("_r") <= n, F.col("count")).otherwise(0)).alias(f"p{i}") for i, n in enumerate(cuts)]
+    row = ranked.agg(*exprs).first()
+    return {"x": [(i + 1) / points for i in range(points)], "share": [row[f"p{i}"] / total for i in range(points)],
+            "coverage": distinct / catalogue if catalogue else 0.0, "distinct_items": int(distinct)}
+
+
+def recommendation_stats(spark: SparkSession, cfg: Mapping, ds: dt.date, table: str) -> dict:
+    """Counts and plot data of the ds partition of a recommendations table."""
+    rp = cfg["report"]
+    recs = delta_io.read_table(spark, cfg, table).where(F.col(c.DS) == F.lit(ds)).select(
+        c.USER_ID, c.ITEM_ID, "score", "reason").cache()
+    try:
+        rows, users = recs.agg(F.count("*"), F.countDistinct(c.USER_ID)).first()
+        items = delta_io.read_table(spark, cfg, "items_clean")
+        catalogue = items.count()
+        reason_kind = F.regexp_extract("reason", r"^(similar to|popular in|often bought|matches your interest|[a-z]+)", 1)
+        reasons = dict(recs.groupBy(reason_kind.alias("k")).count().collect())  # a handful of reason kinds
+        return {"table": table, "rows": rows, "users": users, "catalogue_items": catalogue,
+                "score_histogram": score_histogram(recs, int(rp["score_bins"])),
+                "per_category": per_category(recs, items, int(rp["max_categories"])),
+                "coverage": coverage_curve(recs, catalogue, int(rp["coverage_points"])),
+                "reasons": reasons}
+    finally:
+        recs.unpersist()
+
+
+def evaluation(spark: SparkSession, cfg: Mapping, ds: dt.date) -> list[dict]:
+    """The evaluate stage's metrics for ds, if it ran (bounded: protocols x models x metrics x K)."""
+    from schemas.registry import TABLES
+
+    if "metrics" not in TABLES:
+        return []
+    rows = delta_io.read_table(spark, cfg, "metrics").where(F.col(c.DS) == F.lit(ds)).collect()
+    return [{k: r[k] for k in ("protocol", "model", "metric", "k", "value")} for r in rows]
+
+
+def build_report(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, status: str,
+                 error: str | None = None, skipped: list[str] = ()) -> dict:
+    """Gather the whole report as a JSON-able dict."""
+    stages = stage_rows(spark, cfg, ds, run_id, skipped)
+    clean = next((s["details"] for s in stages if s["stage"] == "clean"), {})
+    published = any(s["stage"] == "publish" and s["status"] == "succeeded" for s in stages)
+    table = "recommendations" if published else "recommendations_staging"
+    return {
+        "ds": ds.isoformat(), "run_id": run_id, "status": status, "error": error,
+        "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "stages": [{k: v for k, v in s.items() if k != "details"} for s in stages],
+        "total_duration_s": round(sum(s["duration_s"] for s in stages), 2),
+        "reconciliation": {part: clean[part] for part in ("events", "items") if part in clean},
+        "dq": dq_summary(spark, cfg, ds),
+        "recommendations": recommendation_stats(spark, cfg, ds, table),
+        "evaluation": evaluation(spark, cfg, ds),
+    }
+
+
+# ------------------------------------------------------------------------------- rendering
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def plots(report: dict) -> dict[str, str]:
+    """The three plots as base64 PNGs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    recs = report["recommendations"]
+    out = {}
+    hist = recs["score_histogram"]
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    if hist["counts"]:
+        edges = hist["edges"]
+        ax.bar(edges[:-1], hist["counts"], width=edges[1] - edges[0], align="edge", color="#4c72b0",
+               edgecolor="white")
+    ax.set(title="Score distribution", xlabel="blended score", ylabel="recommendations")
+    out["score_distribution"] = _png(fig)
+
+    cats = recs["per_category"]
+    fig, ax = plt.subplots(figsize=(6, max(2.5, 0.28 * len(cats) + 1)))
+    ax.barh([k for k, _ in cats][::-1], [v for _, v in cats][::-1], color="#55a868")
+    ax.set(title="Recommendations per category", xlabel="recommendations")
+    out["per_category"] = _png(fig)
+
+    cov = recs["coverage"]
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.plot([0] + [100 * x for x in cov["x"]], [0] + [100 * s for s in cov["share"]], marker="o", ms=3,
+            color="#c44e52", label="recommendations")
+    ax.plot([0, 100], [0, 100], ls="--", color="grey", lw=1, label="uniform")
+    ax.set(title=f"Catalogue coverage: {100 * cov['coverage']:.1f}% of items recommended",
+           xlabel="most recommended items (% of catalogue)", ylabel="share of recommendations (%)")
+    ax.legend(loc="lower right")
+    out["coverage"] = _png(fig)
+    return out
+
+
+def _table(headers: list[str], rows: list[list]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape('' if v is None else str(v))}</td>" for v in row) + "</tr>"
+                   for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+CSS = """body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1100px}
+h1{font-size:22px}h2{font-size:17px;margin-top:28px;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;font-size:13px;margin:8px 0}td,th{border:1px solid #ddd;padding:3px 8px;text-align:left}
+th{background:#f4f4f4}.ok{color:#1a7f37;font-weight:600}.bad{color:#cf222e;font-weight:600}
+.warn{color:#9a6700;font-weight:600}.plots img{margin:6px 12px 6px 0;border:1px solid #eee}
+code{background:#f4f4f4;padding:1px 4px}"""
+
+
+def render_html(report: dict) -> str:
+    """A self-contained HTML page (plots embedded)."""
+    status_cls = "ok" if report["status"] == "succeeded" else "bad"
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>recjobs run {report['ds']}</title>"
+             f"<style>{CSS}</style></head><body>",
+             f"<h1>recjobs nightly run for {report['ds']}: <span class='{status_cls}'>{report['status']}</span></h1>",
+             f"<p>run id <code>{html.escape(report['run_id'])}</code>, generated {report['generated_at']}, "
+             f"stage time {report['total_duration_s']} s</p>"]
+    if report.get("error"):
+        parts.append(f"<p class='bad'>{html.escape(report['error'])}</p>")
+    parts.append("<h2>Stages</h2>" + _table(
+        ["stage", "status", "started (UTC)", "seconds", "rows in", "rows out"],
+        [[s["stage"], s["status"], s["started_at"], s["duration_s"], s["rows_in"], s["rows_out"]]
+         for s in report["stages"]]))
+    rec = report["reconciliation"]
+    if rec:
+        parts.append("<h2>Reconciliation: raw = clean + quarantined + duplicates removed</h2>" + _table(
+            ["input", "raw", "clean", "quarantined", "duplicates removed", "identity", "quarantined by reason"],
+            [[k, v["raw"], v["clean"], v["quarantined"], v["duplicates_removed"],
+              "holds" if v["identity_holds"] else "BROKEN",
+              ", ".join(f"{r}: {n}" for r, n in v["by_reason"].items())] for k, v in rec.items()]))
+    dq = report["dq"]
+    gate = "passed" if dq["failed_error"] == 0 else "FAILED"
+    parts.append(f"<h2>Data quality: gate <span class='{'ok' if gate == 'passed' else 'bad'}'>{gate}</span></h2>"
+                 f"<p>{dq['expectations']} expectations, {dq['failed_error']} error-level and "
+                 f"{dq['failed_warn']} warn-level failures. Data Docs: <code>{html.escape(dq['data_docs'])}</code>; "
+                 f"JSON results: <code>{html.escape(dq['results_dir'])}</code></p>")
+    parts.append(_table(["table", "version", "expectations", "error failures", "warn failures", "failed checks"],
+                        [[name, t["version"], t["expectations"], t["failed_error"], t["failed_warn"],
+                          "; ".join(f"{f['level']}: {f['description']} ({f['unexpected']} of {f['of']})"
+                                    for f in t["failures"])] for name, t in dq["tables"].items()]))
+    r = report["recommendations"]
+    cov = r["coverage"]
+    parts.append(f"<h2>Recommendations ({html.escape(r['table'])})</h2><p>{r['rows']} rows for {r['users']} users; "
+                 f"{cov['distinct_items']} of {r['catalogue_items']} catalogue items recommended "
+                 f"({100 * cov['coverage']:.1f}% coverage). Reasons: "
+                 + ", ".join(f"{html.escape(str(k))} {v}" for k, v in sorted(r["reasons"].items(), key=lambda kv: -kv[1]))
+                 + "</p><div class='plots'>"
+                 + "".join(f"<img alt='{k}' src='data:image/png;base64,{v}'>" for k, v in plots(report).items())
+                 + "</div>")
+    if report["evaluation"]:
+        ev = report["evaluation"]
+        parts.append("<h2>Evaluation</h2>" + _table(
+            ["protocol", "model", "metric", "k", "value"],
+            [[e["protocol"], e["model"], e["metric"], e["k"], f"{e['value']:.4f}"] for e in ev]))
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_report(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, status: str,
+                 error: str | None = None, skipped: list[str] = ()) -> dict:
+    """Build the report and write it; returns the paths and the report."""
+    report = build_report(spark, cfg, ds, run_id, status, error, skipped)
+    folder = Path(cfg["report"]["dir"]) / ds.isoformat()
+    folder.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(report, indent=1, default=str)
+    (folder / "report.json").write_text(text)
+    (folder / "report.html").write_text(render_html(report))
+    delta_io.write_text(spark, f"{delta_io.lake_root(cfg)}/_reports/{ds.isoformat()}/report.json", text)
+    log.info("run report written to %s", folder)
+    return {"json": str((folder / "report.json").resolve()), "html": str((folder / "report.html").resolve()),
+            "report": report}

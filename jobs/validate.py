@@ -1,0 +1,245 @@
+"""validate: great-expectations on every table of the run; an error-level failure blocks publish.
+
+    spark-submit --packages io.delta:delta-spark_4.1_2.13:4.4.0 \\
+        jobs/validate.py --date 2026-06-30 --conf conf/cluster.yaml
+
+For each suite in ``schemas/expectations.py`` the stage reads the rows of the run (the date's
+partition, the clean window, or the whole table), adds the suite's helper columns and runs the
+suite through a GX Checkpoint. Per table it writes the JSON result to ``<lake>/_dq/<ds>/``, the
+Checkpoint updates the Data Docs HTML site (``dq.docs_dir``), and one row per expectation is
+appended to ``dq_results`` (with the Delta version validated). When an ``error`` expectation
+fails the stage records everything and then exits 3; publish refuses a date whose staged
+recommendations have not passed at their current version, so the published partition stays as
+it was.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Iterable, Mapping
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from jobs.common import delta_io
+from jobs.common.errors import DataQualityError
+from jobs.common.runlog import StageRecord
+from schemas import columns as c
+from schemas import tables as t
+from schemas.expectations import ERROR, SUITES, Suite, SuiteContext
+
+log = logging.getLogger(__name__)
+
+STAGE = "validate"
+DATASOURCE = "recjobs"
+
+
+def gx_context(docs_dir: str):
+    """A file-backed GX 1.x context in ``docs_dir`` (suites, checkpoints, Data Docs site)."""
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    import great_expectations as gx
+
+    Path(docs_dir).mkdir(parents=True, exist_ok=True)
+    context = gx.get_context(mode="file", project_root_dir=os.path.abspath(docs_dir))
+    context.variables.progress_bars = {"globally": False}
+    context.variables.save()
+    return context
+
+
+def _asset(context, name: str):
+    try:
+        source = context.data_sources.get(DATASOURCE)
+    except (KeyError, ValueError):
+        source = context.data_sources.add_spark(name=DATASOURCE)
+    try:
+        return source.get_asset(name)
+    except (LookupError, ValueError):
+        return source.add_dataframe_asset(name=name)
+
+
+def _batch_definition(asset):
+    try:
+        return asset.get_batch_definition("whole")
+    except (KeyError, LookupError, ValueError):
+        return asset.add_batch_definition_whole_dataframe("whole")
+
+
+def run_suite(context, suite: Suite, sctx: SuiteContext, df: DataFrame, run_name: str,
+              partial_unexpected: int) -> dict:
+    """Run one suite on ``df`` through a Checkpoint (which also updates Data Docs); the result
+    as a JSON-able dict."""
+    import great_expectations as gx
+    from great_expectations.checkpoint import UpdateDataDocsAction
+    from great_expectations.core.run_identifier import RunIdentifier
+
+    batch = _batch_definition(_asset(context, suite.name))
+    gx_suite = context.suites.add_or_update(
+        gx.ExpectationSuite(name=suite.name, expectations=[ch.build() for ch in suite.checks(sctx)],
+                            meta={"table": suite.source, "scope": suite.scope}))
+    definition = context.validation_definitions.add_or_update(
+        gx.ValidationDefinition(name=suite.name, data=batch, suite=gx_suite))
+    checkpoint = context.checkpoints.add_or_update(gx.Checkpoint(
+        name=f"recjobs-{suite.name}", validation_definitions=[definition],
+        actions=[UpdateDataDocsAction(name="update_data_docs")],
+        result_format={"result_format": "SUMMARY", "partial_unexpected_count": partial_unexpected}))
+    result = checkpoint.run(batch_parameters={"dataframe": df}, run_id=RunIdentifier(run_name=run_name))
+    (only,) = result.run_results.values()
+    return only.to_json_dict()
+
+
+def result_rows(result: dict, ds: dt.date, run_id: str, table_name: str, version: int | None,
+                at: dt.datetime) -> list[tuple]:
+    """One ``dq_results`` row per expectation of a GX suite result."""
+    rows = []
+    for r in result["results"]:
+        conf = r["expectation_config"]
+        res = r.get("result") or {}
+        exc = r.get("exception_info") or {}
+        level = (conf.get("meta") or {}).get("level", ERROR)
+        if exc.get("raised_exception"):
+            observed = f"exception: {exc.get('exception_message')}"
+        elif "observed_value" in res:
+            observed = json.dumps(res["observed_value"], default=str)
+        else:
+            observed = json.dumps(res.get("partial_unexpected_list", []), default=str)
+        rows.append((ds, run_id, table_name, version, conf["type"], conf["kwargs"].get("column"), level,
+                     bool(r["success"]) and not exc.get("raised_exception"),
+                     res.get("element_count"), res.get("unexpected_count"), res.get("unexpected_percent"),
+                     observed[:2000], conf.get("description"), at))
+    return rows
+
+
+def suite_frame(spark: SparkSession, cfg: Mapping, suite: Suite, sctx: SuiteContext) -> tuple[DataFrame, int | None]:
+    """The rows a suite checks, and the Delta version they come from (None for raw files)."""
+    if suite.scope == "raw":
+        from jobs.common.raw_io import read_raw, resolve_path
+
+        kind = suite.source.split("_", 1)[1]           # raw_events -> events
+        inp = cfg["input"]
+        schema = t.RAW_EVENTS if kind == "events" else t.RAW_ITEMS
+        df = read_raw(spark, resolve_path(inp[f"{kind}_path"], sctx.ds), fmt=inp["format"], schema=schema,
+                      conf_key=f"input.{kind}_path", csv_separator=inp["csv_separator"],
+                      csv_header=inp["csv_header"])
+        return df, None
+    version = delta_io.current_version(spark, cfg, suite.source)
+    df = delta_io.read_table(spark, cfg, suite.source, version=version)
+    if suite.scope == "ds":
+        df = df.where(F.col(c.DS) == F.lit(sctx.ds))
+    elif suite.scope == "window":
+        df = df.where(F.col(c.EVENT_DATE).between(F.lit(sctx.window_start), F.lit(sctx.ds)))
+    return df, version
+
+
+def suite_context(spark: SparkSession, cfg: Mapping, ds: dt.date) -> SuiteContext:
+    """The run's facts the suites check against (window, model, excluded pairs)."""
+    from jobs.common.encoding import model_ref
+    from jobs.rank_topn import excluded_pairs
+
+    read = lambda name: delta_io.read_table(spark, cfg, name)  # noqa: E731
+    ref = model_ref(cfg)
+    return SuiteContext(ds=ds, window_start=ds - dt.timedelta(days=int(cfg["clean"]["window_days"]) - 1),
+                        cfg=cfg, read=read, model_dim=ref.dim, model_id=ref.model_id,
+                        excluded=lambda: excluded_pairs(read, cfg, ds))
+
+
+def docs_index(context) -> str:
+    """Path of the Data Docs index page."""
+    sites = context.get_docs_sites_urls()
+    url = sites[0]["site_url"] if sites else ""
+    return url[len("file://"):] if url.startswith("file://") else url
+
+
+def run(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, rec: StageRecord | None = None,
+        suites: Iterable[str] | None = None) -> dict:
+    """Validate the run's tables. Raises DataQualityError (exit 3) when an error-level check fails."""
+    rec = rec or StageRecord()
+    dq = cfg["dq"]
+    names = list(suites) if suites is not None else [
+        n for n, s in SUITES.items() if s.scope != "raw" or dq["validate_raw"]]
+    context = gx_context(dq["docs_dir"])
+    sctx = suite_context(spark, cfg, ds)
+    out_dir = f"{delta_io.lake_root(cfg)}/_dq/{ds.isoformat()}"
+    rows, per_table = [], {}
+    for name in names:
+        suite = SUITES[name]
+        df, version = suite_frame(spark, cfg, suite, sctx)
+        checked = suite.derive(df, sctx).persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            n_rows = checked.count()
+            result = run_suite(context, suite, sctx, checked, f"{ds.isoformat()}-{run_id}",
+                               int(dq["partial_unexpected"]))
+        finally:
+            checked.unpersist()
+        at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+        table_rows = result_rows(result, ds, run_id, suite.source, version, at)
+        rows.extend(table_rows)
+        json_path = f"{out_dir}/{name}.json"
+        delta_io.write_text(spark, json_path, json.dumps(
+            {"ds": ds.isoformat(), "run_id": run_id, "suite": name, "table": suite.source, "version": version,
+             "rows": n_rows, "result": result}, indent=1, default=str))
+        failed = [r for r in table_rows if not r[7]]
+        per_table[name] = {
+            "table": suite.source, "version": version, "rows": n_rows, "expectations": len(table_rows),
+            "failed_error": sum(1 for r in failed if r[6] == ERROR),
+            "failed_warn": sum(1 for r in failed if r[6] != ERROR),
+            "failures": [f"{r[6]}: {r[12]} ({r[9]} unexpected of {r[8]})" if r[9] is not None
+                         else f"{r[6]}: {r[12]} (observed {r[11]})" for r in failed],
+            "json": json_path}
+        log.info("validated %s (%d rows, version %s): %d expectations, %d error and %d warn failures",
+                 name, n_rows, version, len(table_rows), per_table[name]["failed_error"],
+                 per_table[name]["failed_warn"])
+    if rows:
+        delta_io.append(spark.createDataFrame(rows, t.DQ_RESULTS), cfg, "dq_results")
+    failed_error = sum(v["failed_error"] for v in per_table.values())
+    summary = {"tables": per_table, "expectations": len(rows), "failed_error": failed_error,
+               "failed_warn": sum(v["failed_warn"] for v in per_table.values()),
+               "passed": failed_error == 0, "data_docs": docs_index(context), "results_dir": out_dir}
+    rec.finish(STAGE, {k: v for k, v in summary.items() if k != "tables"} | {
+        "tables": {k: {kk: vv for kk, vv in v.items() if kk != "json"} for k, v in per_table.items()}},
+        rows_in=sum(v["rows"] for v in per_table.values()), rows_out=len(rows))
+    if failed_error:
+        bad = {k: v["failures"] for k, v in per_table.items() if v["failed_error"]}
+        first = next(iter(bad.items()))
+        raise DataQualityError(
+            f"data-quality gate failed for {ds}: {failed_error} error-level expectation(s) failed in "
+            f"{', '.join(bad)} (first: {first[0]}: {first[1][0]}); nothing was published. "
+            f"Results: {out_dir}/, Data Docs: {summary['data_docs']}")
+    return summary
+
+
+def publish_gate(spark: SparkSession, cfg: Mapping, ds: dt.date, table_name: str = "recommendations_staging") -> int:
+    """The Delta version of ``table_name`` that passed validation for ds; raises DataQualityError
+    when the newest validation failed, is missing, or checked an older version than the current one."""
+    current = delta_io.current_version(spark, cfg, table_name)
+    results = delta_io.read_table(spark, cfg, "dq_results").where(
+        (F.col(c.DS) == F.lit(ds)) & (F.col("table_name") == table_name))
+    latest = results.agg(F.max("validated_at")).first()[0]
+    hint = f"run 'recjobs run validate --date {ds}' (or the nightly) first"
+    if latest is None:
+        raise DataQualityError(f"publish refused: {table_name} has not been validated for {ds}; {hint}")
+    last = (results.where(F.col("validated_at") == F.lit(latest))
+            .agg(F.max("table_version").alias("version"),
+                 F.sum(((F.col("level") == ERROR) & ~F.col("success")).cast("int")).alias("failed")).first())
+    if last["failed"]:
+        raise DataQualityError(f"publish refused: the last validation of {table_name} for {ds} failed "
+                               f"{last['failed']} error-level expectation(s); fix the data and re-run")
+    if last["version"] != current:
+        raise DataQualityError(f"publish refused: {table_name} is at version {current} but version "
+                               f"{last['version']} was validated for {ds}; {hint}")
+    return current
+
+
+def main(argv: list[str] | None = None) -> int:
+    """spark-submit entry point."""
+    from jobs.common.runner import stage_main
+
+    return stage_main(STAGE, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
