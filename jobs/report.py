@@ -90,26 +90,38 @@ def score_histogram(recs: DataFrame, bins: int) -> dict:
 def per_category(recs: DataFrame, items: DataFrame, top: int) -> list[tuple[str, int]]:
     """Recommendations per category, the ``top`` largest and the rest as "other"."""
     counts = (recs.join(items.select(c.ITEM_ID, c.CATEGORY), c.ITEM_ID, "left")
-              .groupBy(F.coalesce(F.col(c.CATEGORY), F.lit("(none)")).alias("category")).count())
-    ranked = counts.withColumn("_r", F.row_number().over(Window.orderBy(F.col("count").desc(), "category")))
-    head = [(r["category"], r["count"]) for r in ranked.where(F.col("_r") <= top).orderBy("_r").collect()]
-    rest = ranked.where(F.col("_r") > top).agg(F.sum("count")).first()[0]
-    return head + ([("other", int(rest))] if rest else [])
+              .groupBy(F.coalesce(F.col(c.CATEGORY), F.lit("(none)")).alias("category")).count()
+              .collect())  # one row per category
+    ranked = sorted(((r["category"], int(r["count"])) for r in counts), key=lambda kv: (-kv[1], kv[0]))
+    rest = sum(n for _, n in ranked[top:])
+    return ranked[:top] + ([("other", rest)] if rest else [])
 
 
 def coverage_curve(recs: DataFrame, catalogue: int, points: int) -> dict:
     """Share of all recommendations taken by the most recommended x% of the catalogue, at
-    ``points`` values of x (items never recommended count as zeros), and the coverage."""
-    per_item = recs.groupBy(c.ITEM_ID).count()
-    total, distinct = per_item.agg(F.sum("count"), F.count("*")).first()
+    ``points`` values of x (items never recommended count as zeros), and the coverage.
+
+    Only the frequency of frequencies reaches the driver: (times recommended, number of items),
+    at most as many rows as there are distinct per-item counts."""
+    freq = (recs.groupBy(c.ITEM_ID).count().groupBy("count").agg(F.count("*").alias("items"))
+            .collect())
+    levels = sorted(((int(r["count"]), int(r["items"])) for r in freq), reverse=True)
+    total = sum(k * n for k, n in levels)
+    distinct = sum(n for _, n in levels)
     if not total:
         return {"x": [], "share": [], "coverage": 0.0, "distinct_items": 0}
-    ranked = per_item.withColumn("_r", F.row_number().over(Window.orderBy(F.col("count").desc(), c.ITEM_ID)))
-    cuts = [max(1, round(catalogue * (i + 1) / points)) for i in range(points)]
-    exprs = [F.sum(F.when(F.col("_r") <= n, F.col("count")).otherwise(0)).alias(f"p{i}") for i, n in enumerate(cuts)]
-    row = ranked.agg(*exprs).first()
-    return {"x": [(i + 1) / points for i in range(points)], "share": [row[f"p{i}"] / total for i in range(points)],
-            "coverage": distinct / catalogue if catalogue else 0.0, "distinct_items": int(distinct)}
+    shares = []
+    for i in range(points):
+        budget, taken = max(1, round(catalogue * (i + 1) / points)), 0
+        for k, n in levels:
+            step = min(n, budget)
+            taken += k * step
+            budget -= step
+            if budget == 0:
+                break
+        shares.append(taken / total)
+    return {"x": [(i + 1) / points for i in range(points)], "share": shares,
+            "coverage": distinct / catalogue if catalogue else 0.0, "distinct_items": distinct}
 
 
 def recommendation_stats(spark: SparkSession, cfg: Mapping, ds: dt.date, table: str) -> dict:

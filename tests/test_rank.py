@@ -16,7 +16,7 @@ from udfs.topk import block_topk
 SPEC = SampleSpec(users=150, items=150, days=9, seed=41)
 DS = SPEC.end_date - dt.timedelta(days=1)          # the last day is held out
 STAGES = ("build_sequences", "encode_items", "encode_users", "fit_topics", "score_sentiment", "keywords",
-          "mine_rules", "rank_topn", "publish")
+          "mine_rules", "rank_topn", "validate", "publish")
 N = 10
 
 
@@ -52,6 +52,7 @@ def lake(spark, tmp_path_factory):
         "input": {"events_path": str(root / "sample" / "events"), "items_path": str(root / "sample" / "items")},
         "clean": {"window_days": SPEC.days},
         "rank": {"top_n": N},
+        "dq": {"docs_dir": str(root / "dq"), "validate_raw": False},
     })
     run_stage(spark, cfg, "clean", SPEC.end_date, "run-clean")       # all days, incl. the held-out one
     results = {s: run_stage(spark, cfg, s, DS, "run-1") for s in STAGES}
@@ -89,8 +90,8 @@ def test_same_date_twice_gives_the_same_table_and_one_copy(spark, lake):
     cfg, _, _ = lake
     first = _recs(spark, cfg).drop("run_id").localCheckpoint()
     v_before = delta_io.history(spark, cfg, "recommendations").agg(F.max("version")).first()[0]
-    run_stage(spark, cfg, "rank_topn", DS, "run-2")
-    run_stage(spark, cfg, "publish", DS, "run-2")
+    for stage in ("rank_topn", "validate", "publish"):
+        run_stage(spark, cfg, stage, DS, "run-2")
     again = _recs(spark, cfg).drop("run_id")
     assert again.count() == first.count()
     assertDataFrameEqual(again, first, checkRowOrder=False)

@@ -18,12 +18,12 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
-from conf import CONF_DIR
+from conf import DEFAULT_RESOURCE
 from jobs.common.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_FILE = CONF_DIR / "default.yaml"
+DEFAULT_FILE = DEFAULT_RESOURCE
 FREE_FORM = frozenset({"spark.conf", "sequences.type_weights", "sequences.half_life_days", "sequences.verbs"})
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _SECRET_RE = re.compile(r"(password|secret|token|key)", re.IGNORECASE)
@@ -59,7 +59,7 @@ class Config(dict):
 
 
 def _read_yaml(path: Path) -> dict:
-    if not path.exists():
+    if not path.is_file():
         raise ConfigError(f"configuration file {path} does not exist; pass an existing file to --conf")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))

@@ -101,17 +101,22 @@ def get_spark(cfg: Mapping, app_name: str | None = None):
     os.environ.setdefault("PYARROW_IGNORE_TIMEZONE", "1")
     spark_cfg = cfg["spark"]
     builder = SparkSession.builder.appName(app_name or spark_cfg["app_name"])
-    if spark_cfg.get("master"):
-        builder = builder.master(spark_cfg["master"])
-    settings = {
+    # Under spark-submit the JVM is already up: its --master and --packages (or the properties
+    # file) decide; setting them here would override the command line or come too late.
+    submitted = bool(os.environ.get("PYSPARK_GATEWAY_PORT"))
+    master = "" if submitted else (spark_cfg.get("master") or "")
+    if master:
+        builder = builder.master(master)
+    settings = {} if submitted else {
         "spark.jars.packages": ",".join(delta_packages(spark_cfg)),
         "spark.jars.excludes": ",".join(DELTA_EXCLUDES),
+    }
+    settings |= {
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
         "spark.sql.session.timeZone": "UTC",
         "spark.databricks.delta.schema.autoMerge.enabled": "false",
     }
-    master = spark_cfg.get("master") or ""
     if master.startswith("local") and not os.environ.get("PYSPARK_PYTHON"):
         # local workers run on this machine: give them this interpreter (and its packages);
         # on a cluster PYSPARK_PYTHON / spark.pyspark.python say which Python executors use
@@ -120,8 +125,8 @@ def get_spark(cfg: Mapping, app_name: str | None = None):
     settings.setdefault("spark.executorEnv.PYARROW_IGNORE_TIMEZONE", "1")
     for key, value in settings.items():
         builder = builder.config(key, value)
-    log.info("starting Spark (master=%s, packages=%s)", spark_cfg.get("master") or "from environment",
-             settings["spark.jars.packages"])
+    log.info("starting Spark (master=%s, packages=%s)", master or "from spark-submit / environment",
+             settings.get("spark.jars.packages", "from spark-submit"))
     try:
         spark = builder.getOrCreate()
     except Exception as exc:  # the JVM failed to start: most often unresolved jars

@@ -1,0 +1,174 @@
+"""The nightly driver end to end on a small sample: DQ gate, resume, run report, deploy files."""
+import ast
+import datetime as dt
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import yaml
+from delta.tables import DeltaTable
+from pyspark.sql import functions as F
+from pyspark.testing import assertDataFrameEqual
+
+from jobs.common import delta_io
+from jobs.common.config import load_config
+from jobs.common.errors import DataQualityError
+from jobs.common.runner import run_stage
+from jobs.nightly import main as nightly_main
+from jobs.nightly import plan_stages, run_nightly
+from jobs.sample_data import SampleSpec, generate
+from jobs.stages import STAGES
+
+ROOT = Path(__file__).resolve().parents[1]
+SPEC = SampleSpec(users=60, items=60, days=5, seed=5)
+DS = SPEC.end_date
+
+
+def _values(root: Path, model: str) -> dict:
+    return {
+        "lake": {"root": str(root / "lake")},
+        "input": {"events_path": str(root / "sample" / "events"), "items_path": str(root / "sample" / "items")},
+        "clean": {"window_days": SPEC.days},
+        "encoder": {"model": model},
+        "topics": {"k": 4, "max_iter": 20},
+        "dq": {"docs_dir": str(root / "dq")},
+        "report": {"dir": str(root / "reports")},
+    }
+
+
+@pytest.fixture(scope="module")
+def night(spark, tmp_path_factory, tiny_model_dir):
+    root = tmp_path_factory.mktemp("nightly")
+    truth = generate(root / "sample", SPEC)
+    values = _values(root, tiny_model_dir)
+    cfg = load_config(values=values)
+    (root / "conf.yaml").write_text(yaml.safe_dump(values))
+    out = run_nightly(spark, cfg, DS, echo=lambda *a, **k: None)
+    return cfg, root, truth, out
+
+
+def _runs(spark, cfg):
+    return delta_io.read_table(spark, cfg, "runs").where(F.col("ds") == DS)
+
+
+def test_plan_resumes_after_the_last_succeeded_stage():
+    stages = list(STAGES)
+    done = {s: "succeeded" for s in stages[:4]} | {stages[4]: "failed", stages[6]: "succeeded"}
+    plan = plan_stages(stages, done, "run-a", DS)
+    assert plan.stages == stages[4:] and plan.skipped == stages[:4] and plan.run_id == "run-a"
+    forced = plan_stages(stages, done, "run-a", DS, force=True)
+    assert forced.stages == stages and forced.run_id != "run-a"
+    assert plan_stages(stages, done, "run-a", DS, from_stage="validate").stages == stages[stages.index("validate"):]
+    assert plan_stages(stages, {}, None, DS).stages == stages
+
+
+def test_nightly_publishes_and_writes_the_report(spark, night):
+    cfg, root, _, out = night
+    assert out["exit_code"] == 0, out["error"]
+    assert list(out["results"]) == list(STAGES)
+    report = json.loads((root / "reports" / DS.isoformat() / "report.json").read_text())
+    assert [s["stage"] for s in report["stages"]] == list(STAGES)
+    assert all(s["status"] == "succeeded" for s in report["stages"])
+    clean = out["results"]["clean"]
+    for part in ("events", "items"):
+        r = report["reconciliation"][part]
+        assert r["identity_holds"] and r["raw"] == clean[part]["raw"]
+        assert r["raw"] == r["clean"] + r["quarantined"] + r["duplicates_removed"]
+    dq = report["dq"]
+    assert dq["failed_error"] == 0 and dq["expectations"] == out["results"]["validate"]["expectations"] > 40
+    assert dq["tables"]["recommendations_staging"]["failed_error"] == 0
+    # the raw suite is warn-level and sees the planted faults
+    assert dq["tables"]["raw_events"]["failed_warn"] > 0
+    assert Path(dq["data_docs"]).is_file()
+    assert (Path(cfg["lake"]["root"]) / "_dq" / DS.isoformat() / "recommendations.json").is_file()
+    recs = report["recommendations"]
+    n_rows = delta_io.read_table(spark, cfg, "recommendations").where(F.col("ds") == DS).count()
+    assert recs["table"] == "recommendations" and recs["rows"] == n_rows > 0
+    assert sum(recs["score_histogram"]["counts"]) == n_rows
+    assert sum(n for _, n in recs["per_category"]) == n_rows
+    assert 0 < recs["coverage"]["coverage"] <= 1 and recs["coverage"]["share"][-1] == pytest.approx(1.0)
+    html = (root / "reports" / DS.isoformat() / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 3 and "gate <span class='ok'>passed" in html
+    assert delta_io.read_table(spark, cfg, "dq_results").where(F.col("ds") == DS).count() == dq["expectations"]
+
+
+def test_second_nightly_skips_every_succeeded_stage(spark, night):
+    cfg, _, _, first = night
+    before = _runs(spark, cfg).count()
+    again = run_nightly(spark, cfg, DS, report=False, echo=lambda *a, **k: None)
+    assert again["exit_code"] == 0 and again["plan"].stages == [] and again["plan"].skipped == list(STAGES)
+    assert _runs(spark, cfg).count() == before
+
+
+def test_duplicated_rank_blocks_publish_and_resume_runs_only_the_rest(spark, night):
+    cfg, root, _, _ = night
+    published = delta_io.read_table(spark, cfg, "recommendations").where(F.col("ds") == DS).localCheckpoint()
+    version = delta_io.current_version(spark, cfg, "recommendations")
+    staged = delta_io.read_table(spark, cfg, "recommendations_staging").where(F.col("ds") == DS)
+    first = staged.orderBy("user_id", "rank").limit(1)
+    other = staged.join(first.select("user_id"), "user_id", "left_anti").select("item_id").limit(1)
+    planted = first.drop("item_id").crossJoin(other).withColumn("run_id", F.lit("planted"))
+    delta_io.append(planted, cfg, "recommendations_staging")
+
+    # the CLI entry point (also what spark-submit runs) exits 3
+    code = nightly_main(["--date", DS.isoformat(), "--conf", str(root / "conf.yaml"), "--from-stage", "validate"])
+    assert code == 3
+    assert delta_io.current_version(spark, cfg, "recommendations") == version
+    assertDataFrameEqual(delta_io.read_table(spark, cfg, "recommendations").where(F.col("ds") == DS), published)
+    with pytest.raises(DataQualityError):
+        run_stage(spark, cfg, "publish", DS, "manual")     # publish alone refuses too
+    report = json.loads((root / "reports" / DS.isoformat() / "report.json").read_text())
+    assert report["status"] == "dq_gate_failed"
+    failures = report["dq"]["tables"]["recommendations_staging"]["failures"]
+    assert any(f["description"] == "rank unique per user" and f["unexpected"] == 2 for f in failures)
+
+    # repair the staging table; a plain re-run resumes at validate and runs only what is left
+    DeltaTable.forPath(spark, delta_io.table_path(cfg, "recommendations_staging")).delete("run_id = 'planted'")
+    out = run_nightly(spark, cfg, DS, report=False, echo=lambda *a, **k: None)
+    assert out["exit_code"] == 0, out["error"]
+    assert out["plan"].stages == ["validate", "publish"]
+    assert set(out["plan"].skipped) == set(STAGES) - {"validate", "publish"}
+    assert delta_io.current_version(spark, cfg, "recommendations") == version + 1
+
+
+def test_airflow_dag_defines_the_nightly_graph():
+    source = (ROOT / "deploy" / "airflow_dag.py").read_text()
+    ast.parse(source)                                   # valid Python even without Airflow
+    pytest.importorskip("airflow")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("recjobs_dag", ROOT / "deploy" / "airflow_dag.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    dag = module.dag
+    assert dag.dag_id == "recjobs_nightly" and {t.task_id for t in dag.tasks} == {"nightly", "dq_summary"}
+    assert dag.get_task("nightly").downstream_task_ids == {"dq_summary"}
+    assert dag.default_args["retries"] >= 1
+
+
+def test_pyfiles_zip_carries_the_code_and_the_default_config(tmp_path):
+    from jobs.package import build
+
+    zpath = tmp_path / "recjobs-pyfiles.zip"
+    names = build(zpath)
+    assert {"jobs/nightly.py", "udfs/topk.py", "schemas/expectations.py", "conf/default.yaml"} <= set(names)
+    assert zipfile.ZipFile(zpath).testzip() is None
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import conf; "
+            "assert conf.__file__.startswith(sys.argv[1]), conf.__file__; "
+            "from jobs.common.config import load_config; print(load_config()['rank']['top_n'])")
+    out = subprocess.run([sys.executable, "-c", code, str(zpath)], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "10"
+
+
+def test_spark_defaults_name_the_configured_delta_jar():
+    import pyspark
+
+    props = dict(line.split(None, 1) for line in (ROOT / "conf" / "spark-defaults.conf").read_text().splitlines()
+                 if line.strip() and not line.startswith("#"))
+    version = load_config()["spark"]["delta_version"]
+    major_minor = ".".join(pyspark.__version__.split(".")[:2])
+    assert props["spark.jars.packages"].strip() == f"io.delta:delta-spark_{major_minor}_2.13:{version}"
