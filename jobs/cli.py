@@ -5,6 +5,7 @@
     recjobs run STAGE --date D [--conf F] [--set k=v]
     recjobs nightly --date D [--conf F] [--set k=v] [--force | --from-stage S]
     recjobs dq --date D [--json]              data-quality summary, Data Docs path
+    recjobs import movielens|amazon SRC --out DIR [--meta FILE]
     recjobs stages                            the stages, in order
 
 Exit codes: 0 done, 2 bad configuration or input (one-line reason), 3 data-quality gate failed,
@@ -98,6 +99,17 @@ def _cmd_dq(args: argparse.Namespace) -> int:
             print(f"      {f['level']:5s} {f['description']} ({f['unexpected']} of {f['of']})")
     print(f"Data Docs: {dq['data_docs']}")
     print(f"JSON results: {dq['results_dir']}")
+    return 0
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from jobs.importers import run_import, suggested_command
+
+    manifest = run_import(args)
+    print(f"{manifest['source']}: {manifest['events_written']} events and {manifest['items_written']} items "
+          f"written to {args.out} ({manifest['first_date']} .. {manifest['last_date']}); "
+          f"counts {manifest['counts']}; manifest {args.out / 'import.json'}")
+    print("run the nightly on it with:\n  " + suggested_command(manifest, args.out))
     return 0
 
 
@@ -282,6 +294,7 @@ def _cmd_sql(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``recjobs``."""
+    from jobs.importers import add_arguments as add_import_args
     from jobs.nightly import add_nightly_args
     from jobs.sample_data import add_arguments as add_sample_args
 
@@ -338,6 +351,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("maintain", help="OPTIMIZE (ZORDER BY user_id) and VACUUM the lake's tables")
     add_config_args(p)
     p.set_defaults(func=_cmd_maintain)
+
+    p = sub.add_parser("import", help="convert MovieLens or Amazon review data to the raw input contract")
+    add_import_args(p)
+    p.set_defaults(func=_cmd_import)
 
     p = sub.add_parser("stages", help="list the stages in run order")
     p.set_defaults(func=_cmd_stages)
