@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 JARS := $(VENV)/.jars-resolved
 
-.PHONY: install jars demo test nightly clean-demo
+.PHONY: install jars demo test pyfiles deploy-check clean-demo
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,22 @@ demo: $(JARS)
 
 test: $(JARS)
 	$(BIN)/python -m pytest -q tests
+
+# The --py-files zip for spark-submit (deploy/spark-submit.sh builds it too).
+pyfiles: $(STAMP)
+	$(BIN)/python -m jobs.package --out dist/recjobs-pyfiles.zip
+
+# spark-submit of the nightly through deploy/spark-submit.sh on local-cluster[2,1,2048]: two
+# executor JVMs apart from the driver, so nothing may depend on driver-local state.
+DEPLOY_CHECK := build/deploy-check
+deploy-check: $(JARS)
+	rm -rf $(DEPLOY_CHECK)
+	$(BIN)/recjobs sample-data --out $(DEPLOY_CHECK)/sample --users 40 --items 40 --days 4 --seed 3
+	RECJOBS_SUBMIT_ARGS="--master local-cluster[2,1,2048]" deploy/spark-submit.sh --date 2026-06-30 \
+	  --conf conf/local.yaml --set lake.root=$(DEPLOY_CHECK)/lake \
+	  --set input.events_path=$(DEPLOY_CHECK)/sample/events --set input.items_path=$(DEPLOY_CHECK)/sample/items \
+	  --set clean.window_days=4 --set dq.docs_dir=$(DEPLOY_CHECK)/reports/dq --set report.dir=$(DEPLOY_CHECK)/reports
+	test -s $(DEPLOY_CHECK)/reports/2026-06-30/report.json
 
 clean-demo:
 	rm -rf demo-output

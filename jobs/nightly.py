@@ -137,11 +137,18 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
 
     def go() -> int:
+        from pyspark.sql import SparkSession
+
         from jobs.common.session import get_spark
 
         cfg = config_from_args(args)
+        started_here = SparkSession.getActiveSession() is None
         spark = get_spark(cfg, app_name="recjobs-nightly")
-        out = run_nightly(spark, cfg, args.date, args.force, args.from_stage, args.run_id or cfg["run"]["id"])
+        try:
+            out = run_nightly(spark, cfg, args.date, args.force, args.from_stage, args.run_id or cfg["run"]["id"])
+        finally:
+            if started_here:
+                spark.stop()
         if out["error"]:
             print(f"recjobs: error: {out['error']}", file=sys.stderr)
         return out["exit_code"]

@@ -1,0 +1,107 @@
+"""Offline ranking metrics in Spark: Recall, NDCG, HitRate, MRR, MAP at K, coverage,
+intra-list diversity and novelty.
+
+All accuracy metrics of all K come out of one aggregation over per-user arrays (predicted items
+in rank order, the set of relevant items), with binary relevance and the definitions of MLlib's
+``RankingEvaluator`` (the tests check them against it and against hand-computed values):
+
+- Recall@K = |top-K ∩ relevant| / |relevant|
+- HitRate@K = 1 if any of the top K is relevant
+- NDCG@K = sum_{i<=K, hit} 1/log2(i+1) / sum_{i<=min(|rel|,K)} 1/log2(i+1)
+- MRR@K = 1 / rank of the first relevant item in the top K (0 if none)
+- MAP@K = sum_{i<=K, hit} precision@i / min(|rel|, K)
+
+Users with relevant items but no predictions count with zeros; users without relevant items
+are not evaluated.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from schemas import columns as c
+
+ACCURACY = ("recall", "ndcg", "hit_rate", "mrr", "map")
+
+
+def ranked_lists(recs: DataFrame, rank_col: str = "rank") -> DataFrame:
+    """(user_id, pred: items in rank order) from one row per (user, item, rank)."""
+    return (recs.groupBy(c.USER_ID)
+            .agg(F.sort_array(F.collect_list(F.struct(F.col(rank_col).alias("r"), F.col(c.ITEM_ID).alias("i"))))
+                 .alias("_l"))
+            .select(c.USER_ID, F.transform("_l", lambda x: x["i"]).alias("pred")))
+
+
+def _sum(arr: Column) -> Column:
+    return F.aggregate(arr, F.lit(0.0), lambda acc, x: acc + x)
+
+
+def user_metrics(pred: Column, rel: Column, k: int) -> dict[str, Column]:
+    """Per-user metric columns at K for a ``pred`` array and a ``rel`` array."""
+    top = F.slice(pred, 1, k)
+    hits = F.transform(top, lambda x: F.array_contains(rel, x).cast("double"))
+    n_hit = _sum(hits)
+    n_rel = F.size(rel).cast("double")
+    dcg = _sum(F.transform(hits, lambda h, i: h / F.log2(i + F.lit(2.0))))
+    idcg = _sum(F.transform(F.sequence(F.lit(1), F.least(F.size(rel), F.lit(k))), lambda i: 1.0 / F.log2(i + F.lit(1.0))))
+    first = F.array_position(hits, 1.0)
+    precision_at = F.transform(hits, lambda h, i: h * _sum(F.slice(hits, 1, i + 1)) / (i + F.lit(1.0)))
+    return {
+        "recall": n_hit / n_rel,
+        "hit_rate": (n_hit > 0).cast("double"),
+        "ndcg": dcg / idcg,
+        "mrr": F.when(first > 0, 1.0 / first).otherwise(0.0),
+        "map": _sum(precision_at) / F.least(n_rel, F.lit(float(k))),
+    }
+
+
+def accuracy(recs: DataFrame, truth: DataFrame, ks: Iterable[int]) -> dict[tuple[str, int], float]:
+    """Mean of each accuracy metric at each K over the users in ``truth`` (user_id, item_id).
+
+    ``recs``: (user_id, item_id, rank). Returns {(metric, k): value} plus ("users", 0).
+    """
+    rel = truth.select(c.USER_ID, c.ITEM_ID).distinct().groupBy(c.USER_ID).agg(F.collect_list(c.ITEM_ID).alias("rel"))
+    joined = (rel.join(ranked_lists(recs), c.USER_ID, "left")
+              .withColumn("pred", F.coalesce("pred", F.array().cast("array<string>"))))
+    exprs = [F.count("*").alias("users")]
+    for k in ks:
+        for name, col in user_metrics(F.col("pred"), F.col("rel"), int(k)).items():
+            exprs.append(F.avg(col).alias(f"{name}@{k}"))
+    row = joined.agg(*exprs).first().asDict()
+    out = {("users", 0): float(row.pop("users") or 0)}
+    for key, value in row.items():
+        name, k = key.split("@")
+        out[(name, int(k))] = float(value or 0.0)
+    return out
+
+
+def coverage(recs: DataFrame, catalogue_size: int, k: int) -> float:
+    """Share of the catalogue that appears in somebody's top K."""
+    if catalogue_size <= 0:
+        return 0.0
+    return recs.where(F.col("rank") <= k).select(c.ITEM_ID).distinct().count() / catalogue_size
+
+
+def intra_list_diversity(recs: DataFrame, item_vectors: DataFrame, k: int) -> float:
+    """Mean over users of the mean pairwise cosine distance (1 - cos) of the top-K item vectors
+    (``item_vectors``: item_id, embedding of unit length). Users with one item are skipped."""
+    top = recs.where(F.col("rank") <= k).join(item_vectors.select(c.ITEM_ID, F.col("embedding").alias("_v")),
+                                              c.ITEM_ID)
+    a = top.select(c.USER_ID, F.col("rank").alias("_ra"), F.col("_v").alias("_va"))
+    b = top.select(c.USER_ID, F.col("rank").alias("_rb"), F.col("_v").alias("_vb"))
+    cos = _sum(F.zip_with("_va", "_vb", lambda x, y: x * y))
+    per_user = (a.join(b, c.USER_ID).where(F.col("_ra") < F.col("_rb"))
+                .groupBy(c.USER_ID).agg(F.avg(1.0 - cos).alias("_d")))
+    return float(per_user.agg(F.avg("_d")).first()[0] or 0.0)
+
+
+def novelty(recs: DataFrame, train: DataFrame, k: int) -> float:
+    """Mean self-information -log2 p(item) of the top-K items, p = share of training users who
+    interacted with the item (add-one smoothed, so unseen items are the most novel)."""
+    n_users = train.select(c.USER_ID).distinct().count()
+    pop = train.groupBy(c.ITEM_ID).agg(F.countDistinct(c.USER_ID).alias("_n"))
+    scored = (recs.where(F.col("rank") <= k).join(pop, c.ITEM_ID, "left")
+              .select((-F.log2((F.coalesce("_n", F.lit(0)) + 1.0) / F.lit(n_users + 1.0))).alias("_info")))
+    return float(scored.agg(F.avg("_info")).first()[0] or 0.0)

@@ -1,0 +1,59 @@
+"""Ranking metrics against hand-computed values and MLlib's RankingEvaluator."""
+import math
+
+import pytest
+from pyspark.ml.evaluation import RankingEvaluator
+
+from jobs.common.metrics import accuracy, coverage, intra_list_diversity, novelty
+
+# user a: predicted i1, i2, i3; relevant {i2, i4}.  user b: predicted i5; relevant {i5}.
+# user c: relevant {i9}, no predictions (counts with zeros).
+RECS = [("a", "i1", 1), ("a", "i2", 2), ("a", "i3", 3), ("b", "i5", 1)]
+TRUTH = [("a", "i2"), ("a", "i4"), ("b", "i5"), ("c", "i9")]
+
+
+@pytest.fixture(scope="module")
+def frames(spark):
+    recs = spark.createDataFrame(RECS, "user_id string, item_id string, rank int")
+    truth = spark.createDataFrame(TRUTH, "user_id string, item_id string")
+    return recs, truth
+
+
+def test_accuracy_matches_hand_computed_values(frames):
+    recs, truth = frames
+    m = accuracy(recs, truth, [3, 1])
+    ndcg_a = (1 / math.log2(3)) / (1 + 1 / math.log2(3))
+    assert m[("users", 0)] == 3
+    assert m[("recall", 3)] == pytest.approx((0.5 + 1 + 0) / 3)
+    assert m[("hit_rate", 3)] == pytest.approx(2 / 3)
+    assert m[("ndcg", 3)] == pytest.approx((ndcg_a + 1 + 0) / 3)
+    assert m[("mrr", 3)] == pytest.approx((0.5 + 1 + 0) / 3)
+    assert m[("map", 3)] == pytest.approx((0.5 / 2 + 1 + 0) / 3)
+    # at K = 1 only b's first item hits
+    assert m[("recall", 1)] == pytest.approx(1 / 3) and m[("ndcg", 1)] == pytest.approx(1 / 3)
+    assert m[("map", 1)] == pytest.approx(1 / 3) and m[("mrr", 1)] == pytest.approx(1 / 3)
+
+
+def test_accuracy_agrees_with_mllib_ranking_evaluator(spark, frames):
+    recs, truth = frames
+    ids = {f"i{n}": float(n) for n in range(10)}
+    preds = {"a": ["i1", "i2", "i3"], "b": ["i5"], "c": []}
+    rel = {"a": ["i2", "i4"], "b": ["i5"], "c": ["i9"]}
+    df = spark.createDataFrame([([ids[i] for i in preds[u]], [ids[i] for i in rel[u]]) for u in "abc"],
+                               "prediction array<double>, label array<double>")
+    ours = accuracy(recs, truth, [3])
+    for metric, name in (("ndcgAtK", "ndcg"), ("recallAtK", "recall"), ("meanAveragePrecisionAtK", "map")):
+        theirs = RankingEvaluator(metricName=metric, k=3).evaluate(df)
+        assert ours[(name, 3)] == pytest.approx(theirs), metric
+
+
+def test_coverage_diversity_novelty(spark, frames):
+    recs, _ = frames
+    assert coverage(recs, 10, 3) == pytest.approx(4 / 10)
+    vectors = spark.createDataFrame([("i1", [1.0, 0.0]), ("i2", [0.0, 1.0]), ("i3", [1.0, 0.0]), ("i5", [1.0, 0.0])],
+                                    "item_id string, embedding array<double>")
+    # a: pairs (i1,i2)=1, (i1,i3)=0, (i2,i3)=1 -> 2/3; b has one item and is skipped
+    assert intra_list_diversity(recs, vectors, 3) == pytest.approx(2 / 3)
+    train = spark.createDataFrame([("a", "i1"), ("b", "i1"), ("c", "i2")], "user_id string, item_id string")
+    info = lambda n: -math.log2((n + 1) / 4)  # noqa: E731  3 training users
+    assert novelty(recs, train, 3) == pytest.approx((info(2) + info(1) + info(0) + info(0)) / 4)
