@@ -5,6 +5,7 @@
     recjobs run STAGE --date D [--conf F] [--set k=v]
     recjobs nightly --date D [--conf F] [--set k=v] [--force | --from-stage S]
     recjobs dq --date D [--json]              data-quality summary, Data Docs path
+    recjobs eval --date D [--show]            metrics of the blend, ablations and baselines
     recjobs import movielens|amazon SRC --out DIR [--meta FILE]
     recjobs stages                            the stages, in order
 
@@ -99,6 +100,19 @@ def _cmd_dq(args: argparse.Namespace) -> int:
             print(f"      {f['level']:5s} {f['description']} ({f['unexpected']} of {f['of']})")
     print(f"Data Docs: {dq['data_docs']}")
     print(f"JSON results: {dq['results_dir']}")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from jobs.common.runlog import new_run_id
+    from jobs.common.session import get_spark
+    from jobs.evaluate import metrics_table
+
+    cfg = config_from_args(args)
+    spark = get_spark(cfg, app_name="recjobs-eval")
+    if not args.show:
+        run_stage(spark, cfg, "evaluate", args.date, args.run_id or cfg["run"]["id"] or new_run_id(args.date))
+    print(metrics_table(spark, cfg, args.date))
     return 0
 
 
@@ -209,6 +223,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             print()
             show_recs(spark, cfg, first_user, ds, explain=False, as_json=False)
             print(f"(more: recjobs recs --user {first_user} --explain --conf conf/local.yaml)")
+    if "evaluate" in results:
+        from jobs.evaluate import metrics_table
+
+        print(f"\nevaluation ({', '.join(results['evaluate']['protocols'])}; blend vs ablations and baselines):")
+        print(metrics_table(spark, cfg, ds, [int(k) for k in cfg["eval"]["ks"]][:1]))
     if out_run["report"]:
         print(f"run report: {out_run['report']['html']}")
     print(f"ground truth of the sample: {sample / 'ground_truth.json'} "
@@ -351,6 +370,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("maintain", help="OPTIMIZE (ZORDER BY user_id) and VACUUM the lake's tables")
     add_config_args(p)
     p.set_defaults(func=_cmd_maintain)
+
+    p = sub.add_parser("eval", help="offline evaluation: the blend, ablations and baselines on held-out events")
+    add_run_args(p)
+    p.add_argument("--show", action="store_true", help="print the stored metrics of the date without evaluating")
+    p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("import", help="convert MovieLens or Amazon review data to the raw input contract")
     add_import_args(p)

@@ -168,9 +168,11 @@ def excluded_pairs(read: Callable[[str], DataFrame], cfg: Mapping, ds: dt.date) 
     return excluded.distinct()
 
 
-def run(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, rec: StageRecord | None = None) -> dict:
-    """Write the ds partition of ``recommendations_staging``."""
-    rec = rec or StageRecord()
+def candidate_features(spark: SparkSession, cfg: Mapping, ds: dt.date) -> tuple[DataFrame, dict]:
+    """Every (user, candidate) of ds with its raw components, ``_neg_sim`` (similarity to the
+    user's negatively reviewed items), the item's title and category, and the columns reasons
+    need. Also returns the frames the caller should unpersist and reuse ("seqs", "ivec",
+    "items", "users", "popularity")."""
     rk = cfg["rank"]
     end = dt.datetime.combine(ds + dt.timedelta(days=1), dt.time())
     on_ds = F.col(c.DS) == F.lit(ds)
@@ -215,18 +217,37 @@ def run(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, rec: StageR
              .join(popularity, c.ITEM_ID, "left")
              .withColumn("semantic", dot(F.col("_uv"), F.col("_iv")))
              .withColumn("topic", dot(F.col("_ut"), F.col("_it"))))
-    # demote near neighbours of negatively reviewed items
+    # similarity to negatively reviewed items (their near neighbours are demoted)
     neg_vec = negative.join(ivec.withColumnRenamed(c.ITEM_ID, "neg_item").withColumnRenamed("_iv", "_nv"), "neg_item")
     near = (feats.select(c.USER_ID, c.ITEM_ID, "_iv").join(neg_vec, c.USER_ID)
             .groupBy(c.USER_ID, c.ITEM_ID).agg(F.max(dot(F.col("_iv"), F.col("_nv"))).alias("_neg_sim")))
-    scored = standardise_and_blend(feats.join(near, [c.USER_ID, c.ITEM_ID], "left"), rk["weights"])
+    feats = feats.join(near, [c.USER_ID, c.ITEM_ID], "left").join(items, c.ITEM_ID)
+    return feats, {"seqs": seqs, "ivec": ivec, "items": items, "users": users, "popularity": popularity}
+
+
+def blend_rank(feats: DataFrame, cfg: Mapping, weights: Mapping[str, float] | None = None) -> DataFrame:
+    """Standardise and blend the components (``rank.weights`` unless ``weights``), demote near
+    neighbours of negatively reviewed items, apply the category cap and keep the top N."""
+    rk = cfg["rank"]
+    weights = dict(rk["weights"]) if weights is None else weights
+    scored = standardise_and_blend(feats, weights)
     penalty = F.when(F.col("_neg_sim") >= rk["negative_neighbour_threshold"],
                      F.lit(float(rk["negative_neighbour_penalty"])) * F.col("_neg_sim")).otherwise(0.0)
     scored = scored.withColumn("score", F.col("score") - F.coalesce(penalty, F.lit(0.0)))
+    return top_n(scored, int(rk["top_n"]), int(rk["max_per_category"]))
 
-    # diversity, top-N, reasons
-    scored = scored.join(items, c.ITEM_ID)
-    ranked = top_n(scored, int(rk["top_n"]), int(rk["max_per_category"]))
+
+def run(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, rec: StageRecord | None = None) -> dict:
+    """Write the ds partition of ``recommendations_staging``."""
+    rec = rec or StageRecord()
+    rk = cfg["rank"]
+    on_ds = F.col(c.DS) == F.lit(ds)
+    read = lambda name: delta_io.read_table(spark, cfg, name)  # noqa: E731
+    feats, parts = candidate_features(spark, cfg, ds)
+    seqs, ivec, items, users, popularity = (parts[k] for k in ("seqs", "ivec", "items", "users", "popularity"))
+    ranked = blend_rank(feats, cfg)
+
+    # reasons
     verbs = cfg["sequences"]["verbs"]
     verb_map = F.create_map(*[F.lit(x) for kv in verbs.items() for x in kv])
     # the anchor of "similar to X you purchased": the user's recent item most similar to the pick

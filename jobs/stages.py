@@ -17,6 +17,7 @@ STAGES: dict[str, str] = {
     "rank_topn": "jobs.rank_topn:run",
     "validate": "jobs.validate:run",
     "publish": "jobs.publish:run",
+    "evaluate": "jobs.evaluate:run",
 }
 
 

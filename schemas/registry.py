@@ -64,6 +64,8 @@ TABLES: dict[str, TableSpec] = {
                   "The published per-user top-N, one atomic replaceWhere commit per date."),
         TableSpec("dq_results", t.DQ_RESULTS, (c.DS,), _COMMON,
                   "One row per expectation per validation: table, version, level, outcome, counts."),
+        TableSpec("metrics", t.METRICS, (c.DS,), _COMMON,
+                  "Offline evaluation: per run date, protocol, model, metric and K, the value."),
         TableSpec("runs", t.RUNS, (), {**_COMMON, "delta.appendOnly": "true"},
                   "One row per stage run: status, timings, row counts, details."),
     )

@@ -268,3 +268,15 @@ DQ_RESULTS = _s(
     ("description", StringType(), True),
     ("validated_at", TimestampType(), False),
 )
+
+# The evaluate stage's results: one row per (protocol, model, metric, K).
+METRICS = _s(
+    (c.DS, DateType(), False),
+    ("protocol", StringType(), False),           # leave_last_out | next_day | random_split
+    ("model", StringType(), False),              # blend, blend_no_lm, ..., popularity, cooccurrence, als
+    ("metric", StringType(), False),             # recall, ndcg, hit_rate, mrr, map, coverage, diversity, novelty
+    ("k", IntegerType(), False),
+    ("value", DoubleType(), False),
+    ("users", LongType(), False),                # users evaluated
+    (c.RUN_ID, StringType(), False),
+)

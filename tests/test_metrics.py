@@ -57,3 +57,17 @@ def test_coverage_diversity_novelty(spark, frames):
     train = spark.createDataFrame([("a", "i1"), ("b", "i1"), ("c", "i2")], "user_id string, item_id string")
     info = lambda n: -math.log2((n + 1) / 4)  # noqa: E731  3 training users
     assert novelty(recs, train, 3) == pytest.approx((info(2) + info(1) + info(0) + info(0)) / 4)
+
+
+def test_beyond_accuracy_equals_the_single_metrics(spark, frames):
+    from jobs.common.metrics import beyond_accuracy
+
+    recs, _ = frames
+    vectors = spark.createDataFrame([("i1", [1.0, 0.0]), ("i2", [0.0, 1.0]), ("i3", [1.0, 0.0]), ("i5", [1.0, 0.0])],
+                                    "item_id string, embedding array<double>")
+    train = spark.createDataFrame([("a", "i1"), ("b", "i1"), ("c", "i2")], "user_id string, item_id string")
+    both = beyond_accuracy(recs, vectors, train, 10, [2, 3])
+    for k in (2, 3):
+        assert both[("coverage", k)] == pytest.approx(coverage(recs, 10, k))
+        assert both[("diversity", k)] == pytest.approx(intra_list_diversity(recs, vectors, k))
+        assert both[("novelty", k)] == pytest.approx(novelty(recs, train, k))

@@ -36,6 +36,7 @@ def _values(root: Path, model: str) -> dict:
         "topics": {"k": 4, "max_iter": 20},
         "dq": {"docs_dir": str(root / "dq")},
         "report": {"dir": str(root / "reports")},
+        "eval": {"protocols": ["next_day"], "ablations": [], "baselines": ["popularity"], "ks": [5]},
     }
 
 
@@ -92,6 +93,9 @@ def test_nightly_publishes_and_writes_the_report(spark, night):
     assert 0 < recs["coverage"]["coverage"] <= 1 and recs["coverage"]["share"][-1] == pytest.approx(1.0)
     html = (root / "reports" / DS.isoformat() / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 3 and "gate <span class='ok'>passed" in html
+    # the evaluate stage ran (next day, popularity baseline) and its metrics are in the report
+    models = {(e["protocol"], e["model"]) for e in report["evaluation"]}
+    assert models == {("next_day", "blend"), ("next_day", "popularity")} and "<h2>Evaluation</h2>" in html
     assert delta_io.read_table(spark, cfg, "dq_results").where(F.col("ds") == DS).count() == dq["expectations"]
 
 
@@ -129,8 +133,8 @@ def test_duplicated_rank_blocks_publish_and_resume_runs_only_the_rest(spark, nig
     DeltaTable.forPath(spark, delta_io.table_path(cfg, "recommendations_staging")).delete("run_id = 'planted'")
     out = run_nightly(spark, cfg, DS, report=False, echo=lambda *a, **k: None)
     assert out["exit_code"] == 0, out["error"]
-    assert out["plan"].stages == ["validate", "publish"]
-    assert set(out["plan"].skipped) == set(STAGES) - {"validate", "publish"}
+    assert out["plan"].stages == ["validate", "publish", "evaluate"]
+    assert set(out["plan"].skipped) == set(STAGES) - {"validate", "publish", "evaluate"}
     assert delta_io.current_version(spark, cfg, "recommendations") == version + 1
 
 

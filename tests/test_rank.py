@@ -7,7 +7,7 @@ from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from jobs.common import delta_io
-from jobs.common.config import load_config
+from jobs.common.config import load_config, with_values
 from jobs.common.runner import run_stage
 from jobs.rank_topn import retrieve
 from jobs.sample_data import SampleSpec, generate
@@ -156,3 +156,44 @@ def test_sql_command_sees_every_table(spark, lake, capsys):
     cfg, _, _ = lake
     assert main(["sql", "SELECT count(*) AS n FROM recommendations", "--set", f"lake.root={cfg['lake']['root']}"]) == 0
     assert str(_recs(spark, cfg).count()) in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def evaluated(spark, lake):
+    cfg, _, _ = lake
+    ecfg = with_values(cfg, {"eval.protocols": ["leave_last_out"], "eval.ablations": ["no_lm", "no_decay"],
+                             "eval.ks": [10]})
+    return ecfg, run_stage(spark, ecfg, "evaluate", DS, "run-eval")
+
+
+def test_blend_beats_popularity_and_cooccurrence_under_leave_last_out(spark, evaluated):
+    cfg, summary = evaluated
+    ndcg = {r["model"]: r["value"] for r in delta_io.read_table(spark, cfg, "metrics")
+            .where((F.col("ds") == DS) & (F.col("protocol") == "leave_last_out") & (F.col("metric") == "ndcg")
+                   & (F.col("k") == 10)).collect()}
+    assert set(ndcg) == {"blend", "blend_no_lm", "blend_no_decay", "popularity", "cooccurrence", "als"}
+    assert ndcg["blend"] > ndcg["popularity"] and ndcg["blend"] > ndcg["cooccurrence"], ndcg
+    assert summary["protocols"]["leave_last_out"]["table"]["blend.ndcg@10"] == pytest.approx(ndcg["blend"], abs=1e-4)
+
+
+def test_leave_last_out_holds_out_one_event_per_user_and_never_trains_on_it(spark, evaluated):
+    from jobs.evaluate import _eval_cfg, split
+
+    cfg, _ = evaluated
+    events = delta_io.read_table(spark, cfg, "events_clean")
+    _, test, fds = split(events, "leave_last_out", DS, cfg)
+    relevant_users = (events.where((F.col("event_date") <= DS) & F.col("event_type").isin(cfg["eval"]["relevant_types"]))
+                      .select("user_id").distinct().count())
+    per_user = test.groupBy("user_id").count()
+    assert per_user.count() == relevant_users and per_user.where("count != 1").count() == 0 and fds == DS
+    held = test.select("user_id", F.col("event_id").alias("held_id"), F.col("event_ts").alias("held_ts"))
+    for name in ("leave_last_out", "leave_last_out-no_decay"):
+        ecfg = _eval_cfg(cfg, name)
+        train = delta_io.read_table(spark, ecfg, "events_clean")     # what every feature is built from
+        assert train.join(held, train.event_id == held.held_id).count() == 0
+        assert train.join(held, "user_id").where(F.col("event_ts") >= F.col("held_ts")).count() == 0
+        seqs = delta_io.read_table(spark, ecfg, "user_sequences").where(F.col("ds") == DS)
+        seq_events = seqs.select("user_id", F.explode("events").alias("e")).select("user_id", "e.event_ts")
+        assert seq_events.join(held, "user_id").where(F.col("event_ts") >= F.col("held_ts")).count() == 0
+        users = delta_io.read_table(spark, ecfg, "user_embeddings").where(F.col("ds") == DS)
+        assert users.join(seqs, "user_id").where(users.n_events != seqs.n_events).count() == 0

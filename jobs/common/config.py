@@ -225,3 +225,16 @@ def redacted(cfg: Mapping) -> dict:
 def log_config(cfg: Mapping) -> None:
     """Log the resolved configuration once at the start of a job."""
     log.info("resolved configuration: %s", json.dumps(redacted(cfg), sort_keys=True, default=str))
+
+
+def with_values(cfg: Mapping, values: Mapping[str, Any]) -> Config:
+    """A copy of ``cfg`` with dotted keys set, e.g. ``{"lake.root": "/tmp/x"}`` (no validation:
+    for derived configurations built by the jobs themselves)."""
+    out = Config(copy.deepcopy(dict(cfg)))
+    for path, value in values.items():
+        node = out
+        *parents, leaf = path.split(".")
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    return out

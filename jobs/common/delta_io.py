@@ -80,6 +80,13 @@ def replace_where(df: DataFrame, cfg: Mapping, name: str, predicate: str) -> Non
     log.info("replaced %s where %s", path, predicate)
 
 
+def overwrite(df: DataFrame, cfg: Mapping, name: str) -> None:
+    """Replace the whole table with ``df`` in one commit."""
+    spec = table(name)
+    path = ensure_table(df.sparkSession, spec, lake_root(cfg))
+    conform(df, spec).write.format("delta").mode("overwrite").save(path)
+
+
 def append(df: DataFrame, cfg: Mapping, name: str) -> None:
     """Append rows to a table in one commit."""
     spec = table(name)

@@ -105,3 +105,27 @@ def novelty(recs: DataFrame, train: DataFrame, k: int) -> float:
     scored = (recs.where(F.col("rank") <= k).join(pop, c.ITEM_ID, "left")
               .select((-F.log2((F.coalesce("_n", F.lit(0)) + 1.0) / F.lit(n_users + 1.0))).alias("_info")))
     return float(scored.agg(F.avg("_info")).first()[0] or 0.0)
+
+
+def beyond_accuracy(recs: DataFrame, item_vectors: DataFrame, train: DataFrame, catalogue_size: int,
+                    ks: Iterable[int]) -> dict[tuple[str, int], float]:
+    """Coverage, intra-list diversity and novelty at every K, three Spark jobs in all."""
+    ks = sorted(int(k) for k in ks)
+    cov = recs.agg(*[F.countDistinct(F.when(F.col("rank") <= k, F.col(c.ITEM_ID))).alias(f"c{k}") for k in ks]).first()
+    out = {("coverage", k): (cov[f"c{k}"] / catalogue_size if catalogue_size else 0.0) for k in ks}
+    top = recs.where(F.col("rank") <= ks[-1]).join(item_vectors.select(c.ITEM_ID, F.col("embedding").alias("_v")),
+                                                   c.ITEM_ID)
+    a = top.select(c.USER_ID, F.col("rank").alias("_ra"), F.col("_v").alias("_va"))
+    b = top.select(c.USER_ID, F.col("rank").alias("_rb"), F.col("_v").alias("_vb"))
+    dist = 1.0 - _sum(F.zip_with("_va", "_vb", lambda x, y: x * y))
+    per_user = (a.join(b, c.USER_ID).where(F.col("_ra") < F.col("_rb")).groupBy(c.USER_ID)
+                .agg(*[F.avg(F.when(F.col("_rb") <= k, dist)).alias(f"d{k}") for k in ks]))
+    div = per_user.agg(*[F.avg(f"d{k}").alias(f"d{k}") for k in ks]).first()
+    out.update({("diversity", k): float(div[f"d{k}"] or 0.0) for k in ks})
+    n_users = train.select(c.USER_ID).distinct().count()
+    pop = train.groupBy(c.ITEM_ID).agg(F.countDistinct(c.USER_ID).alias("_n"))
+    info = -F.log2((F.coalesce("_n", F.lit(0)) + 1.0) / F.lit(n_users + 1.0))
+    nov = (recs.join(pop, c.ITEM_ID, "left")
+           .agg(*[F.avg(F.when(F.col("rank") <= k, info)).alias(f"n{k}") for k in ks]).first())
+    out.update({("novelty", k): float(nov[f"n{k}"] or 0.0) for k in ks})
+    return out
