@@ -121,11 +121,26 @@ def history(spark: SparkSession, cfg: Mapping, name: str) -> DataFrame:
 
 def maintain(spark: SparkSession, cfg: Mapping) -> list[dict]:
     """OPTIMIZE (Z-ordered by user_id where configured) and VACUUM every existing table."""
+    hours = float(cfg["maintain"]["vacuum_retention_hours"])
+    # VACUUM lists files with spark.sql.sources.parallelPartitionDiscovery.parallelism tasks
+    # (10000 by default): minutes of empty tasks per table on a small cluster. Size it to the cluster.
+    listing = "spark.sql.sources.parallelPartitionDiscovery.parallelism"
+    previous = spark.conf.get(listing, None)
+    spark.conf.set(listing, str(max(8, 4 * spark.sparkContext.defaultParallelism)))
+    try:
+        return _maintain_tables(spark, cfg, hours)
+    finally:
+        if previous is None:
+            spark.conf.unset(listing)
+        else:
+            spark.conf.set(listing, previous)
+
+
+def _maintain_tables(spark: SparkSession, cfg: Mapping, hours: float) -> list[dict]:
     from delta.tables import DeltaTable
 
     from schemas.registry import TABLES
 
-    hours = float(cfg["maintain"]["vacuum_retention_hours"])
     out = []
     for name, spec in TABLES.items():
         path = spec.path(lake_root(cfg))
