@@ -234,6 +234,23 @@ th{background:#f4f4f4}.ok{color:#1a7f37;font-weight:600}.bad{color:#cf222e;font-
 code{background:#f4f4f4;padding:1px 4px}"""
 
 
+EVAL_METRICS = ("recall", "ndcg", "hit_rate", "mrr", "map", "coverage", "diversity", "novelty")
+EVAL_MODELS = ("blend", "blend_no_lm", "blend_no_decay", "blend_no_topics", "blend_no_sentiment", "popularity",
+               "cooccurrence", "als")
+
+
+def evaluation_table(rows: list[dict]) -> str:
+    """Metrics pivoted: one row per (protocol, model), one column per metric@K."""
+    values = {(r["protocol"], r["model"], r["metric"], r["k"]): r["value"] for r in rows}
+    ks = sorted({r["k"] for r in rows})
+    cols = [(m, k) for k in ks for m in EVAL_METRICS]
+    keys = sorted({(r["protocol"], r["model"]) for r in rows},
+                  key=lambda pm: (pm[0], EVAL_MODELS.index(pm[1]) if pm[1] in EVAL_MODELS else 99, pm[1]))
+    return _table(["protocol", "model", *[f"{m}@{k}" for m, k in cols]],
+                  [[p, m, *[f"{values[(p, m, met, k)]:.4f}" if (p, m, met, k) in values else "" for met, k in cols]]
+                   for p, m in keys])
+
+
 def render_html(report: dict) -> str:
     """A self-contained HTML page (plots embedded)."""
     status_cls = "ok" if report["status"] == "succeeded" else "bad"
@@ -275,10 +292,7 @@ def render_html(report: dict) -> str:
                  + "".join(f"<img alt='{k}' src='data:image/png;base64,{v}'>" for k, v in plots(report).items())
                  + "</div>")
     if report["evaluation"]:
-        ev = report["evaluation"]
-        parts.append("<h2>Evaluation</h2>" + _table(
-            ["protocol", "model", "metric", "k", "value"],
-            [[e["protocol"], e["model"], e["metric"], e["k"], f"{e['value']:.4f}"] for e in ev]))
+        parts.append("<h2>Evaluation</h2>" + evaluation_table(report["evaluation"]))
     parts.append("</body></html>")
     return "\n".join(parts)
 
