@@ -159,22 +159,27 @@ def import_movielens(src: Path, out: Path) -> dict:
     return _manifest(out, f"movielens/{kind}", src, stats, events.count, items.count)
 
 
+def _delimited_ratings(path: Path, sep: str, events: JsonlWriter, stats: Stats) -> None:
+    """``user<sep>item<sep>rating<sep>timestamp`` lines (latin-1) to ``rate`` events."""
+    with open_text(path, "latin-1") as fh:
+        for line in fh:
+            parts = line.rstrip("\r\n").split(sep)
+            try:
+                user, item, rating, ts = parts[0].strip(), parts[1].strip(), float(parts[2]), int(parts[3])
+            except (IndexError, ValueError):
+                _bad(events, stats, path.name, line)
+                continue
+            events.write(_rate(user, item, rating, ts))
+            stats.event("rate", ts, rating)
+
+
 def _ml100k(src: Path, events: JsonlWriter, items: JsonlWriter, stats: Stats) -> None:
     genres = ML100K_GENRES
     if (src / "u.genre").is_file():
         with open_text(src / "u.genre", "latin-1") as fh:
             pairs = [line.strip().split("|") for line in fh if line.strip()]
         genres = [name for name, _ in sorted(pairs, key=lambda p: int(p[1]))]
-    with open_text(src / "u.data", "latin-1") as fh:
-        for line in fh:
-            parts = line.split("\t")
-            try:
-                user, item, rating, ts = parts[0].strip(), parts[1].strip(), float(parts[2]), int(parts[3])
-            except (IndexError, ValueError):
-                _bad(events, stats, "u.data", line)
-                continue
-            events.write(_rate(user, item, rating, ts))
-            stats.event("rate", ts, rating)
+    _delimited_ratings(src / "u.data", "\t", events, stats)
     if (src / "u.item").is_file():
         with open_text(src / "u.item", "latin-1") as fh:
             for line in fh:
@@ -187,16 +192,7 @@ def _ml100k(src: Path, events: JsonlWriter, items: JsonlWriter, stats: Stats) ->
 
 
 def _ml1m(src: Path, events: JsonlWriter, items: JsonlWriter, stats: Stats) -> None:
-    with open_text(src / "ratings.dat", "latin-1") as fh:
-        for line in fh:
-            parts = line.rstrip("\r\n").split("::")
-            try:
-                user, item, rating, ts = parts[0], parts[1], float(parts[2]), int(parts[3])
-            except (IndexError, ValueError):
-                _bad(events, stats, "ratings.dat", line)
-                continue
-            events.write(_rate(user, item, rating, ts))
-            stats.event("rate", ts, rating)
+    _delimited_ratings(src / "ratings.dat", "::", events, stats)
     if (src / "movies.dat").is_file():
         with open_text(src / "movies.dat", "latin-1") as fh:
             for line in fh:
