@@ -69,11 +69,13 @@ def split(events: DataFrame, protocol: str, ds: dt.date, cfg: Mapping) -> tuple[
         test = events.where(relevant & (F.col(c.EVENT_DATE) == F.lit(ds))).select(*held_cols)
         return train, test, ds - dt.timedelta(days=1)
     if protocol == "random_split":
-        bucket = F.pmod(F.xxhash64(F.col(c.EVENT_ID), F.lit(int(ev["seed"]))), F.lit(10_000))
-        is_test = relevant & (bucket < F.lit(int(float(ev["random_ratio"]) * 10_000)))
-        train = events.where(~is_test)
-        seen = train.select(c.USER_ID, c.ITEM_ID).distinct()
-        test = events.where(is_test).join(seen, [c.USER_ID, c.ITEM_ID], "left_anti").select(*held_cols)
+        # hold out a seeded share of each user's relevant (user, item) pairs, with every event
+        # of a held-out pair (views included), so training never saw the user with those items
+        bucket = F.pmod(F.xxhash64(F.col(c.USER_ID), F.col(c.ITEM_ID), F.lit(int(ev["seed"]))), F.lit(10_000))
+        held = (events.where(relevant).select(c.USER_ID, c.ITEM_ID).distinct()
+                .where(bucket < F.lit(int(float(ev["random_ratio"]) * 10_000))))
+        train = events.join(held, [c.USER_ID, c.ITEM_ID], "left_anti")
+        test = events.where(relevant).join(held, [c.USER_ID, c.ITEM_ID]).select(*held_cols)
         return train, test, ds
     raise ConfigError(f"eval.protocols: unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
 

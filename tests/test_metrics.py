@@ -71,3 +71,25 @@ def test_beyond_accuracy_equals_the_single_metrics(spark, frames):
         assert both[("coverage", k)] == pytest.approx(coverage(recs, 10, k))
         assert both[("diversity", k)] == pytest.approx(intra_list_diversity(recs, vectors, k))
         assert both[("novelty", k)] == pytest.approx(novelty(recs, train, k))
+
+
+def test_random_split_holds_out_whole_user_item_pairs(spark):
+    import datetime as dt
+
+    from jobs.common.config import load_config
+    from jobs.evaluate import split
+
+    cfg = load_config(values={"eval": {"random_ratio": 0.5, "seed": 3}})
+    day = dt.date(2026, 6, 30)
+    ts = dt.datetime(2026, 6, 30, 12)
+    rows = [(f"e{u}{i}{t}", f"u{u}", f"i{i}", t, ts + dt.timedelta(minutes=i), day)
+            for u in range(20) for i in range(6) for t in ("view", "purchase")]
+    events = spark.createDataFrame(rows, "event_id string, user_id string, item_id string, event_type string, "
+                                         "event_ts timestamp, event_date date")
+    train, test, fds = split(events, "random_split", day, cfg)
+    held = test.select("user_id", "item_id").distinct()
+    assert fds == day and 0.3 < held.count() / 120 < 0.7
+    assert train.join(held, ["user_id", "item_id"]).count() == 0            # not even the views
+    assert train.count() + 2 * held.count() == events.count()
+    again = split(events, "random_split", day, cfg)[1].select("user_id", "item_id").distinct()
+    assert again.exceptAll(held).count() == 0                               # seeded: the same split
