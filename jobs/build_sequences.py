@@ -29,15 +29,16 @@ log = logging.getLogger(__name__)
 STAGE = "build_sequences"
 
 
-def _lookup(mapping: Mapping[str, object], key: Column) -> Column:
+def lookup(mapping: Mapping[str, object], key: Column) -> Column:
+    """``mapping[key]`` as a column (NULL for a key the mapping lacks)."""
     return F.create_map(*[F.lit(x) for kv in mapping.items() for x in kv])[key]
 
 
 def decay_weight(event_type: Column, age_days: Column, type_weights: Mapping[str, float],
                  half_life_days: Mapping[str, float]) -> Column:
     """``type_weight * exp(-ln 2 * age / half_life)`` for each event (both per event type)."""
-    tw = _lookup({k: float(v) for k, v in type_weights.items()}, event_type)
-    hl = _lookup({k: float(v) for k, v in half_life_days.items()}, event_type)
+    tw = lookup({k: float(v) for k, v in type_weights.items()}, event_type)
+    hl = lookup({k: float(v) for k, v in half_life_days.items()}, event_type)
     return tw * F.exp(-F.lit(math.log(2.0)) * age_days / hl)
 
 
@@ -95,7 +96,7 @@ def sequence_text(entries: Column, max_chars: int) -> Column:
 def build_user_sequences(seq_events: DataFrame, verbs: Mapping[str, str], max_chars: int,
                          col_user: str = c.USER_ID) -> DataFrame:
     """One row per user: the events newest first, the sequence text and counts."""
-    verb = F.coalesce(_lookup(dict(verbs), F.col(c.EVENT_TYPE)), F.col(c.EVENT_TYPE))
+    verb = F.coalesce(lookup(dict(verbs), F.col(c.EVENT_TYPE)), F.col(c.EVENT_TYPE))
     what = F.coalesce(F.col(c.TITLE), F.col(c.ITEM_ID))
     entry = F.when(F.col(c.CATEGORY).isNotNull(),
                    F.format_string("%s: %s (%s)", verb, what, F.col(c.CATEGORY))) \

@@ -67,16 +67,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_nightly(args: argparse.Namespace) -> int:
-    from jobs.nightly import run_nightly
+    from jobs.nightly import run_from_args
 
-    from jobs.common.session import get_spark
-
-    cfg = config_from_args(args)
-    spark = get_spark(cfg, app_name="recjobs-nightly")
-    out = run_nightly(spark, cfg, args.date, args.force, args.from_stage, args.run_id or cfg["run"]["id"])
-    if out["error"]:
-        print(f"recjobs: error: {out['error']}", file=sys.stderr)
-    return out["exit_code"]
+    return run_from_args(args)
 
 
 def _cmd_dq(args: argparse.Namespace) -> int:

@@ -19,7 +19,8 @@ import datetime as dt
 import logging
 import sys
 import time
-from typing import Mapping
+from contextlib import contextmanager
+from typing import Iterator, Mapping
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession, Window
@@ -87,6 +88,14 @@ def _top_k(scored: DataFrame, k: int, score: str) -> DataFrame:
             .select(c.USER_ID, c.ITEM_ID, "rank"))
 
 
+def weighted_counts(events: DataFrame, cfg: Mapping, *keys: str) -> DataFrame:
+    """``keys`` + ``_w``: the sum of ``sequences.type_weights`` of the events of each group."""
+    from jobs.build_sequences import lookup
+
+    weight = lookup(cfg["sequences"]["type_weights"], F.col(c.EVENT_TYPE))
+    return events.groupBy(*keys).agg(F.sum(weight).alias("_w"))
+
+
 def popularity_baseline(train: DataFrame, users: DataFrame, excluded: DataFrame, cfg: Mapping, fds: dt.date,
                         k: int) -> DataFrame:
     """Decayed popularity (the rank stage's own), the same list for everyone minus their exclusions."""
@@ -104,8 +113,7 @@ def popularity_baseline(train: DataFrame, users: DataFrame, excluded: DataFrame,
 def cooccurrence_baseline(train: DataFrame, users: DataFrame, excluded: DataFrame, cfg: Mapping, k: int) -> DataFrame:
     """Items that share a daily basket (user, day) with the user's most recent items, by count."""
     ev = cfg["eval"]
-    weights = F.create_map(*[F.lit(x) for kv in cfg["sequences"]["type_weights"].items() for x in kv])
-    basket = (train.groupBy(c.USER_ID, c.EVENT_DATE, c.ITEM_ID).agg(F.sum(weights[F.col(c.EVENT_TYPE)]).alias("_w")))
+    basket = weighted_counts(train, cfg, c.USER_ID, c.EVENT_DATE, c.ITEM_ID)
     in_basket = Window.partitionBy(c.USER_ID, c.EVENT_DATE).orderBy(F.col("_w").desc(), F.col(c.ITEM_ID))
     basket = (basket.withColumn("_b", F.row_number().over(in_basket))
               .where(F.col("_b") <= int(ev["cooccurrence_max_basket"])).select(c.USER_ID, c.EVENT_DATE, c.ITEM_ID))
@@ -127,8 +135,7 @@ def als_baseline(train: DataFrame, users: DataFrame, excluded: DataFrame, cfg: M
     from pyspark.ml.recommendation import ALS
 
     conf = cfg["eval"]["als"]
-    weights = F.create_map(*[F.lit(x) for kv in cfg["sequences"]["type_weights"].items() for x in kv])
-    ratings = train.groupBy(c.USER_ID, c.ITEM_ID).agg(F.sum(weights[F.col(c.EVENT_TYPE)]).alias("_w"))
+    ratings = weighted_counts(train, cfg, c.USER_ID, c.ITEM_ID)
     u_idx = StringIndexer(inputCol=c.USER_ID, outputCol="_u", handleInvalid="skip").fit(ratings)
     i_idx = StringIndexer(inputCol=c.ITEM_ID, outputCol="_i").fit(ratings)
     data = i_idx.transform(u_idx.transform(ratings)).select(F.col("_u").cast("int"), F.col("_i").cast("int"), "_w")
@@ -175,9 +182,28 @@ def _no_decay_values(cfg: Mapping) -> dict:
             "rank.popularity_half_life_days": NO_DECAY_DAYS}
 
 
+@contextmanager
+def ranker_features(spark: SparkSession, cfg: Mapping, ecfg: Mapping, train: DataFrame, users: DataFrame,
+                    fds: dt.date, run_id: str, stages=FEATURE_STAGES,
+                    copy_from: Mapping | None = None) -> Iterator[DataFrame]:
+    """Build an evaluation lake's features and yield the ranker's candidate features for
+    ``users`` (persisted); the cached frames are released on exit."""
+    from jobs.rank_topn import candidate_features
+
+    build_features(spark, cfg, ecfg, train, fds, run_id, stages, copy_from)
+    feats, parts = candidate_features(spark, ecfg, fds)
+    feats = feats.join(users, c.USER_ID).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        yield feats
+    finally:
+        feats.unpersist()
+        for part in ("seqs", "popularity"):
+            parts[part].unpersist()
+
+
 def evaluate_protocol(spark: SparkSession, cfg: Mapping, ds: dt.date, protocol: str, run_id: str) -> list[tuple]:
     """All models of one protocol; the ``metrics`` rows."""
-    from jobs.rank_topn import blend_rank, candidate_features, excluded_pairs
+    from jobs.rank_topn import blend_rank, excluded_pairs
 
     ev = cfg["eval"]
     ks = sorted(int(k) for k in ev["ks"])
@@ -186,51 +212,44 @@ def evaluate_protocol(spark: SparkSession, cfg: Mapping, ds: dt.date, protocol: 
     train, test, fds = split(events, protocol, ds, cfg)
     train = train.persist(StorageLevel.MEMORY_AND_DISK)
     test = test.persist(StorageLevel.MEMORY_AND_DISK)
-    users = test.select(c.USER_ID).distinct()
-    n_test = test.count()
-    if n_test == 0:
-        log.warning("evaluate %s: no held-out events for %s; skipped", protocol, ds)
-        return []
-    ecfg = _eval_cfg(cfg, protocol, {"rank.top_n": kmax})
-    build_features(spark, cfg, ecfg, train, fds, run_id)
-    models: dict[str, DataFrame] = {}
-    feats, parts = candidate_features(spark, ecfg, fds)
-    feats = feats.join(users, c.USER_ID).persist(StorageLevel.MEMORY_AND_DISK)
-    models["blend"] = blend_rank(feats, ecfg)
-    for name in ev["ablations"]:
-        if name in ABLATION_WEIGHT:
-            models[f"blend_{name}"] = blend_rank(feats, ecfg, {**ecfg["rank"]["weights"], ABLATION_WEIGHT[name]: 0.0})
-    read = lambda name: delta_io.read_table(spark, ecfg, name)  # noqa: E731
-    excluded = excluded_pairs(read, ecfg, fds)
-    if "popularity" in ev["baselines"]:
-        models["popularity"] = popularity_baseline(train, users, excluded, ecfg, fds, kmax)
-    if "cooccurrence" in ev["baselines"]:
-        models["cooccurrence"] = cooccurrence_baseline(train, users, excluded, ecfg, kmax)
-    if "als" in ev["baselines"]:
-        models["als"] = als_baseline(train, users, excluded, ecfg, kmax)
-    rows = _score_models(spark, cfg, ds, protocol, run_id, models, test, train, ks)
-    feats.unpersist()
-    for part in ("seqs", "popularity"):
-        parts[part].unpersist()
-    if "no_decay" in ev["ablations"]:
-        ncfg = _eval_cfg(cfg, f"{protocol}-no_decay", {"rank.top_n": kmax, **_no_decay_values(cfg)})
-        build_features(spark, cfg, ncfg, train, fds, run_id, DECAY_STAGES, copy_from=ecfg)
-        nfeats, nparts = candidate_features(spark, ncfg, fds)
-        nfeats = nfeats.join(users, c.USER_ID).persist(StorageLevel.MEMORY_AND_DISK)
-        rows += _score_models(spark, cfg, ds, protocol, run_id, {"blend_no_decay": blend_rank(nfeats, ncfg)},
-                              test, train, ks)
-        nfeats.unpersist()
-        for part in ("seqs", "popularity"):
-            nparts[part].unpersist()
-    train.unpersist()
-    test.unpersist()
-    return rows
+    try:
+        if test.count() == 0:
+            log.warning("evaluate %s: no held-out events for %s; skipped", protocol, ds)
+            return []
+        users = test.select(c.USER_ID).distinct()
+        catalogue = delta_io.read_table(spark, cfg, "items_clean").count()
+        vectors = delta_io.read_table(spark, cfg, "item_embeddings").select(c.ITEM_ID, "embedding")
+
+        def score(models: Mapping[str, DataFrame]) -> list[tuple]:
+            return _score_models(ds, protocol, run_id, models, test, train, ks, catalogue, vectors)
+
+        ecfg = _eval_cfg(cfg, protocol, {"rank.top_n": kmax})
+        with ranker_features(spark, cfg, ecfg, train, users, fds, run_id) as feats:
+            models: dict[str, DataFrame] = {"blend": blend_rank(feats, ecfg)}
+            for name in ev["ablations"]:
+                if name in ABLATION_WEIGHT:
+                    models[f"blend_{name}"] = blend_rank(
+                        feats, ecfg, {**ecfg["rank"]["weights"], ABLATION_WEIGHT[name]: 0.0})
+            excluded = excluded_pairs(lambda name: delta_io.read_table(spark, ecfg, name), ecfg, fds)
+            if "popularity" in ev["baselines"]:
+                models["popularity"] = popularity_baseline(train, users, excluded, ecfg, fds, kmax)
+            if "cooccurrence" in ev["baselines"]:
+                models["cooccurrence"] = cooccurrence_baseline(train, users, excluded, ecfg, kmax)
+            if "als" in ev["baselines"]:
+                models["als"] = als_baseline(train, users, excluded, ecfg, kmax)
+            rows = score(models)
+        if "no_decay" in ev["ablations"]:
+            ncfg = _eval_cfg(cfg, f"{protocol}-no_decay", {"rank.top_n": kmax, **_no_decay_values(cfg)})
+            with ranker_features(spark, cfg, ncfg, train, users, fds, run_id, DECAY_STAGES, copy_from=ecfg) as feats:
+                rows += score({"blend_no_decay": blend_rank(feats, ncfg)})
+        return rows
+    finally:
+        train.unpersist()
+        test.unpersist()
 
 
-def _score_models(spark: SparkSession, cfg: Mapping, ds: dt.date, protocol: str, run_id: str,
-                  models: Mapping[str, DataFrame], test: DataFrame, train: DataFrame, ks: list[int]) -> list[tuple]:
-    catalogue = delta_io.read_table(spark, cfg, "items_clean").count()
-    vectors = delta_io.read_table(spark, cfg, "item_embeddings").select(c.ITEM_ID, "embedding")
+def _score_models(ds: dt.date, protocol: str, run_id: str, models: Mapping[str, DataFrame], test: DataFrame,
+                  train: DataFrame, ks: list[int], catalogue: int, vectors: DataFrame) -> list[tuple]:
     rows = []
     for model, recs in models.items():
         t0 = time.monotonic()

@@ -20,12 +20,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from pyspark.sql import SparkSession, Window
+from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from jobs.common import delta_io
 from jobs.common.errors import ConfigError, RecjobsError
-from jobs.common.runlog import new_run_id
+from jobs.common.runlog import new_run_id, newest_per_stage
 from schemas import columns as c
 
 log = logging.getLogger(__name__)
@@ -44,8 +44,7 @@ class Plan:
 def latest_statuses(spark: SparkSession, cfg: Mapping, ds: dt.date) -> tuple[dict[str, str], str | None]:
     """Newest status of each stage for ds in ``runs``, and the run id of the newest record."""
     runs = delta_io.read_table(spark, cfg, "runs").where(F.col(c.DS) == F.lit(ds))
-    newest = Window.partitionBy(c.STAGE).orderBy(F.col("finished_at").desc())
-    rows = (runs.withColumn("_r", F.row_number().over(newest)).where("_r = 1")
+    rows = (newest_per_stage(runs)
             .select(c.STAGE, "status", c.RUN_ID, "finished_at").collect())  # one row per stage
     statuses = {r[c.STAGE]: r["status"] for r in rows}
     last = max(rows, key=lambda r: r["finished_at"])[c.RUN_ID] if rows else None
@@ -126,34 +125,36 @@ def add_nightly_args(parser: argparse.ArgumentParser) -> None:
                         help="start at this stage (and run the ones after it)")
 
 
+def run_from_args(args: argparse.Namespace) -> int:
+    """The nightly for parsed arguments (``recjobs nightly`` and this module's ``main``): the exit code."""
+    from pyspark.sql import SparkSession as Session
+
+    from jobs.common.runner import config_from_args
+    from jobs.common.session import get_spark
+
+    cfg = config_from_args(args)
+    started_here = Session.getActiveSession() is None
+    spark = get_spark(cfg, app_name="recjobs-nightly")
+    try:
+        out = run_nightly(spark, cfg, args.date, args.force, args.from_stage, args.run_id or cfg["run"]["id"])
+    finally:
+        if started_here:
+            spark.stop()
+    if out["error"]:
+        print(f"recjobs: error: {out['error']}", file=sys.stderr)
+    return out["exit_code"]
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point for ``spark-submit jobs/nightly.py`` and ``recjobs nightly``."""
-    from jobs.common.runner import add_run_args, config_from_args, guarded, setup_logging
+    """Entry point for ``spark-submit jobs/nightly.py``."""
+    from jobs.common.runner import add_run_args, guarded, setup_logging
 
     parser = argparse.ArgumentParser(prog="nightly", description="Run every stage of the nightly for one date.")
     add_run_args(parser)
     add_nightly_args(parser)
     args = parser.parse_args(argv)
     setup_logging()
-
-    def go() -> int:
-        from pyspark.sql import SparkSession
-
-        from jobs.common.session import get_spark
-
-        cfg = config_from_args(args)
-        started_here = SparkSession.getActiveSession() is None
-        spark = get_spark(cfg, app_name="recjobs-nightly")
-        try:
-            out = run_nightly(spark, cfg, args.date, args.force, args.from_stage, args.run_id or cfg["run"]["id"])
-        finally:
-            if started_here:
-                spark.stop()
-        if out["error"]:
-            print(f"recjobs: error: {out['error']}", file=sys.stderr)
-        return out["exit_code"]
-
-    return guarded(go)
+    return guarded(lambda: run_from_args(args))
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from jobs.build_sequences import lookup
 from jobs.common import delta_io
 from jobs.common.runlog import StageRecord
 from schemas import columns as c
@@ -82,9 +83,9 @@ def retrieve(user_vectors: DataFrame, item_vectors: DataFrame, k: int, shard_row
 def decayed_popularity(events: DataFrame, end: dt.datetime, half_life_days: float,
                        type_weights: Mapping[str, float]) -> DataFrame:
     """``(item_id, popularity)`` = log(1 + sum of type weight * 2^(-age / half-life))."""
-    tw = F.create_map(*[F.lit(x) for kv in type_weights.items() for x in (kv[0], float(kv[1]))])
+    tw = lookup({k: float(v) for k, v in type_weights.items()}, F.col(c.EVENT_TYPE))
     age_days = (F.lit(end).cast("long") - F.col(c.EVENT_TS).cast("long")) / 86400.0
-    w = F.coalesce(tw[F.col(c.EVENT_TYPE)], F.lit(1.0)) * F.pow(F.lit(2.0), -age_days / half_life_days)
+    w = F.coalesce(tw, F.lit(1.0)) * F.pow(F.lit(2.0), -age_days / half_life_days)
     return events.groupBy(c.ITEM_ID).agg(F.log1p(F.sum(w)).alias("popularity"))
 
 
@@ -248,8 +249,6 @@ def run(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, rec: StageR
     ranked = blend_rank(feats, cfg)
 
     # reasons
-    verbs = cfg["sequences"]["verbs"]
-    verb_map = F.create_map(*[F.lit(x) for kv in verbs.items() for x in kv])
     # the anchor of "similar to X you purchased": the user's recent item most similar to the pick
     recent = (seqs.select(c.USER_ID, F.posexplode("events").alias("_p", "_e"))
               .where(F.col("_p") < 2 * int(rk["recent_items"]))
@@ -259,7 +258,7 @@ def run(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, rec: StageR
     anchor = (ranked.select(c.USER_ID, c.ITEM_ID, "_iv").join(recent, c.USER_ID).join(avec, "_anchor")
               .where(F.col("_anchor") != F.col(c.ITEM_ID)).withColumn("_sim", dot(F.col("_iv"), F.col("_av")))
               .withColumn("_r", F.row_number().over(by_sim)).where("_r = 1")
-              .select(c.USER_ID, c.ITEM_ID, "_anchor", verb_map[F.col("_at")].alias("anchor_verb")))
+              .select(c.USER_ID, c.ITEM_ID, "_anchor", lookup(cfg["sequences"]["verbs"], F.col("_at")).alias("anchor_verb")))
     titles = items.select(F.col(c.ITEM_ID).alias("_tid"), F.col(c.TITLE).alias("_title"))
     terms = read("topic_terms").where(on_ds).select("topic", F.array_join(F.slice("terms", 1, 3), ", ").alias("_terms"))
     ranked = (ranked.join(anchor, [c.USER_ID, c.ITEM_ID], "left")

@@ -26,6 +26,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from jobs.common import delta_io
+from jobs.common.runlog import newest_per_stage
 from schemas import columns as c
 
 log = logging.getLogger(__name__)
@@ -41,8 +42,7 @@ def stage_rows(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, skip
     if skipped:
         mine = mine | (F.col(c.STAGE).isin(list(skipped)) & (F.col("status") == "succeeded"))
     runs = delta_io.read_table(spark, cfg, "runs").where(mine & (F.col(c.DS) == F.lit(ds)))
-    newest = Window.partitionBy(c.STAGE).orderBy(F.col("finished_at").desc())
-    rows = runs.withColumn("_r", F.row_number().over(newest)).where("_r = 1").drop("_r").collect()  # <= stages
+    rows = newest_per_stage(runs).collect()  # <= stages
     order = {name: i for i, name in enumerate(STAGES)}
     out = []
     for r in sorted(rows, key=lambda r: order.get(r[c.STAGE], len(order))):

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import sys
+from collections import namedtuple
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -92,6 +93,10 @@ def run_suite(context, suite: Suite, sctx: SuiteContext, df: DataFrame, run_name
     return only.to_json_dict()
 
 
+# One dq_results row; the fields are the table's columns, in its order.
+DqRow = namedtuple("DqRow", t.DQ_RESULTS.fieldNames())
+
+
 def result_rows(result: dict, ds: dt.date, run_id: str, table_name: str, version: int | None,
                 at: dt.datetime) -> list[tuple]:
     """One ``dq_results`` row per expectation of a GX suite result."""
@@ -107,10 +112,10 @@ def result_rows(result: dict, ds: dt.date, run_id: str, table_name: str, version
             observed = json.dumps(res["observed_value"], default=str)
         else:
             observed = json.dumps(res.get("partial_unexpected_list", []), default=str)
-        rows.append((ds, run_id, table_name, version, conf["type"], conf["kwargs"].get("column"), level,
-                     bool(r["success"]) and not exc.get("raised_exception"),
-                     res.get("element_count"), res.get("unexpected_count"), res.get("unexpected_percent"),
-                     observed[:2000], conf.get("description"), at))
+        rows.append(DqRow(ds, run_id, table_name, version, conf["type"], conf["kwargs"].get("column"), level,
+                          bool(r["success"]) and not exc.get("raised_exception"),
+                          res.get("element_count"), res.get("unexpected_count"), res.get("unexpected_percent"),
+                          observed[:2000], conf.get("description"), at))
     return rows
 
 
@@ -182,13 +187,14 @@ def run(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, rec: StageR
         delta_io.write_text(spark, json_path, json.dumps(
             {"ds": ds.isoformat(), "run_id": run_id, "suite": name, "table": suite.source, "version": version,
              "rows": n_rows, "result": result}, indent=1, default=str))
-        failed = [r for r in table_rows if not r[7]]
+        failed = [r for r in table_rows if not r.success]
         per_table[name] = {
             "table": suite.source, "version": version, "rows": n_rows, "expectations": len(table_rows),
-            "failed_error": sum(1 for r in failed if r[6] == ERROR),
-            "failed_warn": sum(1 for r in failed if r[6] != ERROR),
-            "failures": [f"{r[6]}: {r[12]} ({r[9]} unexpected of {r[8]})" if r[9] is not None
-                         else f"{r[6]}: {r[12]} (observed {r[11]})" for r in failed],
+            "failed_error": sum(1 for r in failed if r.level == ERROR),
+            "failed_warn": sum(1 for r in failed if r.level != ERROR),
+            "failures": [f"{r.level}: {r.description} ({r.unexpected_count} unexpected of {r.element_count})"
+                         if r.unexpected_count is not None
+                         else f"{r.level}: {r.description} (observed {r.observed})" for r in failed],
             "json": json_path}
         log.info("validated %s (%d rows, version %s): %d expectations, %d error and %d warn failures",
                  name, n_rows, version, len(table_rows), per_table[name]["failed_error"],

@@ -4,7 +4,7 @@ import math
 import pytest
 from pyspark.ml.evaluation import RankingEvaluator
 
-from jobs.common.metrics import accuracy, coverage, intra_list_diversity, novelty
+from jobs.common.metrics import accuracy, beyond_accuracy
 
 # user a: predicted i1, i2, i3; relevant {i2, i4}.  user b: predicted i5; relevant {i5}.
 # user c: relevant {i9}, no predictions (counts with zeros).
@@ -49,28 +49,18 @@ def test_accuracy_agrees_with_mllib_ranking_evaluator(spark, frames):
 
 def test_coverage_diversity_novelty(spark, frames):
     recs, _ = frames
-    assert coverage(recs, 10, 3) == pytest.approx(4 / 10)
     vectors = spark.createDataFrame([("i1", [1.0, 0.0]), ("i2", [0.0, 1.0]), ("i3", [1.0, 0.0]), ("i5", [1.0, 0.0])],
                                     "item_id string, embedding array<double>")
+    train = spark.createDataFrame([("a", "i1"), ("b", "i1"), ("c", "i2")], "user_id string, item_id string")
+    m = beyond_accuracy(recs, vectors, train, 10, [2, 3])
+    assert m[("coverage", 3)] == pytest.approx(4 / 10)
+    assert m[("coverage", 2)] == pytest.approx(3 / 10)                 # i1, i2 (a) and i5 (b)
     # a: pairs (i1,i2)=1, (i1,i3)=0, (i2,i3)=1 -> 2/3; b has one item and is skipped
-    assert intra_list_diversity(recs, vectors, 3) == pytest.approx(2 / 3)
-    train = spark.createDataFrame([("a", "i1"), ("b", "i1"), ("c", "i2")], "user_id string, item_id string")
+    assert m[("diversity", 3)] == pytest.approx(2 / 3)
+    assert m[("diversity", 2)] == pytest.approx(1.0)                   # a: (i1,i2) only
     info = lambda n: -math.log2((n + 1) / 4)  # noqa: E731  3 training users
-    assert novelty(recs, train, 3) == pytest.approx((info(2) + info(1) + info(0) + info(0)) / 4)
-
-
-def test_beyond_accuracy_equals_the_single_metrics(spark, frames):
-    from jobs.common.metrics import beyond_accuracy
-
-    recs, _ = frames
-    vectors = spark.createDataFrame([("i1", [1.0, 0.0]), ("i2", [0.0, 1.0]), ("i3", [1.0, 0.0]), ("i5", [1.0, 0.0])],
-                                    "item_id string, embedding array<double>")
-    train = spark.createDataFrame([("a", "i1"), ("b", "i1"), ("c", "i2")], "user_id string, item_id string")
-    both = beyond_accuracy(recs, vectors, train, 10, [2, 3])
-    for k in (2, 3):
-        assert both[("coverage", k)] == pytest.approx(coverage(recs, 10, k))
-        assert both[("diversity", k)] == pytest.approx(intra_list_diversity(recs, vectors, k))
-        assert both[("novelty", k)] == pytest.approx(novelty(recs, train, k))
+    assert m[("novelty", 3)] == pytest.approx((info(2) + info(1) + info(0) + info(0)) / 4)
+    assert m[("novelty", 2)] == pytest.approx((info(2) + info(1) + info(0)) / 3)
 
 
 def test_random_split_holds_out_whole_user_item_pairs(spark):

@@ -77,39 +77,16 @@ def accuracy(recs: DataFrame, truth: DataFrame, ks: Iterable[int]) -> dict[tuple
     return out
 
 
-def coverage(recs: DataFrame, catalogue_size: int, k: int) -> float:
-    """Share of the catalogue that appears in somebody's top K."""
-    if catalogue_size <= 0:
-        return 0.0
-    return recs.where(F.col("rank") <= k).select(c.ITEM_ID).distinct().count() / catalogue_size
-
-
-def intra_list_diversity(recs: DataFrame, item_vectors: DataFrame, k: int) -> float:
-    """Mean over users of the mean pairwise cosine distance (1 - cos) of the top-K item vectors
-    (``item_vectors``: item_id, embedding of unit length). Users with one item are skipped."""
-    top = recs.where(F.col("rank") <= k).join(item_vectors.select(c.ITEM_ID, F.col("embedding").alias("_v")),
-                                              c.ITEM_ID)
-    a = top.select(c.USER_ID, F.col("rank").alias("_ra"), F.col("_v").alias("_va"))
-    b = top.select(c.USER_ID, F.col("rank").alias("_rb"), F.col("_v").alias("_vb"))
-    cos = _sum(F.zip_with("_va", "_vb", lambda x, y: x * y))
-    per_user = (a.join(b, c.USER_ID).where(F.col("_ra") < F.col("_rb"))
-                .groupBy(c.USER_ID).agg(F.avg(1.0 - cos).alias("_d")))
-    return float(per_user.agg(F.avg("_d")).first()[0] or 0.0)
-
-
-def novelty(recs: DataFrame, train: DataFrame, k: int) -> float:
-    """Mean self-information -log2 p(item) of the top-K items, p = share of training users who
-    interacted with the item (add-one smoothed, so unseen items are the most novel)."""
-    n_users = train.select(c.USER_ID).distinct().count()
-    pop = train.groupBy(c.ITEM_ID).agg(F.countDistinct(c.USER_ID).alias("_n"))
-    scored = (recs.where(F.col("rank") <= k).join(pop, c.ITEM_ID, "left")
-              .select((-F.log2((F.coalesce("_n", F.lit(0)) + 1.0) / F.lit(n_users + 1.0))).alias("_info")))
-    return float(scored.agg(F.avg("_info")).first()[0] or 0.0)
-
-
 def beyond_accuracy(recs: DataFrame, item_vectors: DataFrame, train: DataFrame, catalogue_size: int,
                     ks: Iterable[int]) -> dict[tuple[str, int], float]:
-    """Coverage, intra-list diversity and novelty at every K, three Spark jobs in all."""
+    """Coverage, intra-list diversity and novelty at every K, three Spark jobs in all.
+
+    - coverage@K: share of the catalogue in somebody's top K;
+    - diversity@K: mean over users of the mean pairwise cosine distance (1 - cos) of their top-K
+      item vectors (unit length); users with one item are skipped;
+    - novelty@K: mean self-information -log2 p(item) of the top-K items, p = share of training
+      users who had the item (add-one smoothed, so unseen items are the most novel).
+    """
     ks = sorted(int(k) for k in ks)
     cov = recs.agg(*[F.countDistinct(F.when(F.col("rank") <= k, F.col(c.ITEM_ID))).alias(f"c{k}") for k in ks]).first()
     out = {("coverage", k): (cov[f"c{k}"] / catalogue_size if catalogue_size else 0.0) for k in ks}

@@ -9,9 +9,11 @@ import uuid
 from contextlib import contextmanager
 from typing import Iterator, Mapping
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
 
 from jobs.common import delta_io
+from schemas import columns as c
 from schemas import tables as t
 
 log = logging.getLogger(__name__)
@@ -21,6 +23,12 @@ def new_run_id(ds: dt.date) -> str:
     """A run id that sorts by time: ``<ds>T<utc clock>-<random>``."""
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
     return f"{ds.isoformat()}-{now}-{uuid.uuid4().hex[:6]}"
+
+
+def newest_per_stage(runs: DataFrame) -> DataFrame:
+    """The newest (by ``finished_at``) row of each stage among ``runs`` rows."""
+    newest = Window.partitionBy(c.STAGE).orderBy(F.col("finished_at").desc())
+    return runs.withColumn("_r", F.row_number().over(newest)).where("_r = 1").drop("_r")
 
 
 class StageRecord:
