@@ -28,7 +28,7 @@ from jobs.build_sequences import lookup
 from jobs.common import delta_io
 from jobs.common.runlog import StageRecord
 from schemas import columns as c
-from udfs.topk import shard_matrix, topk_frames
+from udfs.topk import shard_value, topk_batches
 
 log = logging.getLogger(__name__)
 
@@ -44,31 +44,33 @@ def dot(a: Column, b: Column) -> Column:
 def retrieve(user_vectors: DataFrame, item_vectors: DataFrame, k: int, shard_rows: int, block_rows: int) -> DataFrame:
     """``(user_id, item_id, cosine)``: each user's ``k`` nearest items by inner product.
 
-    The item matrix is collected shard by shard (each at most ``shard_rows`` rows, so the
-    driver never holds more), broadcast, and multiplied block-wise inside ``mapInPandas``.
+    The item matrix (the catalogue, not the users) is collected as Arrow shard by shard (each
+    at most ``shard_rows`` rows, so the driver never holds more), broadcast, and multiplied
+    block-wise inside ``mapInArrow``; more than one shard is merged with a second top-K.
     """
     spark = user_vectors.sparkSession
-    numbered = item_vectors.select(c.ITEM_ID, "embedding").withColumn(
-        "_shard", (F.row_number().over(Window.orderBy(c.ITEM_ID)) - 1) / F.lit(shard_rows)
-    ).withColumn("_shard", F.floor("_shard").cast("int")).persist(StorageLevel.MEMORY_AND_DISK)
-    n_shards = (numbered.agg(F.max("_shard")).first()[0] or 0) + 1
+    items = item_vectors.select(c.ITEM_ID, "embedding").persist(StorageLevel.MEMORY_AND_DISK)
+    n_items = items.count()
+    if n_items <= shard_rows:
+        shards = [items]
+    else:
+        numbered = items.withColumn("_shard", F.floor((F.row_number().over(Window.orderBy(c.ITEM_ID)) - 1)
+                                                      / F.lit(shard_rows)).cast("int"))
+        shards = [numbered.where(F.col("_shard") == s).drop("_shard") for s in range(-(-n_items // shard_rows))]
     parts = []
-    for shard in range(n_shards):
-        rows = numbered.where(F.col("_shard") == shard).select(c.ITEM_ID, "embedding").toPandas()
-        if rows.empty:
+    for shard, frame in enumerate(shards):
+        table = frame.toArrow()
+        if table.num_rows == 0:
             continue
-        import numpy as np
-
-        bc = spark.sparkContext.broadcast({"ids": rows[c.ITEM_ID].to_numpy(),
-                                           "matrix": np.stack(rows["embedding"].to_numpy()).astype("float32")})
+        bc = spark.sparkContext.broadcast(shard_value(table))
 
         def body(batches, _bc=bc, _shard=shard):
-            ids, matrix = shard_matrix(_bc.value)
-            return topk_frames(batches, ids, matrix, k, block_rows, _shard)
+            value = _bc.value
+            return topk_batches(batches, value["ids"], value["matrix"], k, block_rows, _shard)
 
-        parts.append(user_vectors.select(c.USER_ID, "embedding").mapInPandas(
+        parts.append(user_vectors.select(c.USER_ID, "embedding").mapInArrow(
             body, "user_id string, item_id string, cosine double, shard int"))
-    numbered.unpersist()
+    items.unpersist()
     if not parts:
         return spark.createDataFrame([], "user_id string, item_id string, cosine double")
     union = parts[0]

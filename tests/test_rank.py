@@ -11,7 +11,7 @@ from jobs.common.config import load_config, with_values
 from jobs.common.runner import run_stage
 from jobs.rank_topn import retrieve
 from jobs.sample_data import SampleSpec, generate
-from udfs.topk import block_topk
+from udfs.topk import block_topk, group_size, select_topk, vectors
 
 SPEC = SampleSpec(users=150, items=150, days=9, seed=41)
 DS = SPEC.end_date - dt.timedelta(days=1)          # the last day is held out
@@ -20,14 +20,43 @@ STAGES = ("build_sequences", "encode_items", "encode_users", "fit_topics", "scor
 N = 10
 
 
-def test_block_topk_matches_brute_force():
-    rng = np.random.default_rng(0)
-    users, items = rng.normal(size=(37, 16)).astype(np.float32), rng.normal(size=(101, 16)).astype(np.float32)
-    scores, index = block_topk(users, items, k=7, block_rows=8, device="cpu")
+@pytest.mark.parametrize("n_items,k", [(101, 7), (3001, 20), (5000, 1)])
+def test_block_topk_matches_brute_force(n_items, k):
+    rng = np.random.default_rng(n_items)
+    users, items = rng.normal(size=(37, 16)).astype(np.float32), rng.normal(size=(n_items, 16)).astype(np.float32)
+    scores, index = block_topk(users, items, k=k, block_rows=8, device="cpu")
     full = users @ items.T
-    expected = np.argsort(-full, axis=1)[:, :7]
+    expected = np.argsort(-full, axis=1, kind="stable")[:, :k]
     np.testing.assert_array_equal(index, expected)
     np.testing.assert_allclose(scores, np.take_along_axis(full, expected, axis=1), rtol=1e-5)
+
+
+def test_two_stage_selection_is_used_and_exact_at_group_edges():
+    import torch
+
+    assert group_size(30, 7) == 1                           # too few columns: one plain top-K
+    g = group_size(3001, 20)
+    assert g == 12 and -(-3001 // g) >= 2 * 20
+    # every score of one row sits in a single strided group: the two-stage pass must still find them
+    scores = torch.full((2, 120 * 10), -1.0)
+    hot = torch.arange(10) * 120 + 7                        # all members of group 7 (G = 120, g = 10)
+    scores[0, hot] = torch.arange(10, dtype=torch.float32)
+    scores[1, :30] = torch.linspace(1.0, 2.0, 30)          # consecutive columns: 30 different groups
+    values, index = select_topk(scores, 10, 10)
+    assert index[0].tolist() == hot.flip(0).tolist()
+    assert index[1].tolist() == list(range(29, 19, -1))
+    assert values[1, 0].item() == 2.0
+
+
+def test_vectors_reject_ragged_or_null_embeddings():
+    import pyarrow as pa
+
+    ok = vectors(pa.array([[1.0, 2.0], [3.0, 4.0]], pa.list_(pa.float32())))
+    assert ok.shape == (2, 2) and ok.dtype == np.float32
+    with pytest.raises(ValueError, match="different lengths"):
+        vectors(pa.array([[1.0, 2.0], [3.0]], pa.list_(pa.float32())))
+    with pytest.raises(ValueError, match="NULL vector"):
+        vectors(pa.array([[1.0, 2.0], None], pa.list_(pa.float32())))
 
 
 def test_sharded_retrieval_equals_whole_matrix(spark):
