@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--k", type=int, default=100)
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--ratings-per-user", type=int, default=20)
-    parser.add_argument("--block-rows", type=int, default=2048)
+    parser.add_argument("--block-rows", type=int, default=256)
     args = parser.parse_args(argv)
     rng = np.random.default_rng(0)
     users, items = _unit(rng, args.users, args.dim), _unit(rng, args.items, args.dim)

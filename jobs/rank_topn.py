@@ -49,17 +49,19 @@ def retrieve(user_vectors: DataFrame, item_vectors: DataFrame, k: int, shard_row
     block-wise inside ``mapInArrow``; more than one shard is merged with a second top-K.
     """
     spark = user_vectors.sparkSession
-    items = item_vectors.select(c.ITEM_ID, "embedding").persist(StorageLevel.MEMORY_AND_DISK)
-    n_items = items.count()
-    if n_items <= shard_rows:
-        shards = [items]
+    items = item_vectors.select(c.ITEM_ID, "embedding")
+    head = items.limit(shard_rows + 1).toArrow()          # the whole catalogue when it fits one shard
+    sharded = head.num_rows > shard_rows
+    if not sharded:
+        tables = [head]
     else:
+        head = None
         numbered = items.withColumn("_shard", F.floor((F.row_number().over(Window.orderBy(c.ITEM_ID)) - 1)
-                                                      / F.lit(shard_rows)).cast("int"))
-        shards = [numbered.where(F.col("_shard") == s).drop("_shard") for s in range(-(-n_items // shard_rows))]
+                                                      / F.lit(shard_rows)).cast("int")).persist(StorageLevel.MEMORY_AND_DISK)
+        n_shards = int(numbered.agg(F.max("_shard")).first()[0]) + 1
+        tables = (numbered.where(F.col("_shard") == s).drop("_shard").toArrow() for s in range(n_shards))
     parts = []
-    for shard, frame in enumerate(shards):
-        table = frame.toArrow()
+    for shard, table in enumerate(tables):
         if table.num_rows == 0:
             continue
         bc = spark.sparkContext.broadcast(shard_value(table))
@@ -70,7 +72,8 @@ def retrieve(user_vectors: DataFrame, item_vectors: DataFrame, k: int, shard_row
 
         parts.append(user_vectors.select(c.USER_ID, "embedding").mapInArrow(
             body, "user_id string, item_id string, cosine double, shard int"))
-    items.unpersist()
+    if sharded:
+        numbered.unpersist()
     if not parts:
         return spark.createDataFrame([], "user_id string, item_id string, cosine double")
     union = parts[0]

@@ -71,13 +71,13 @@ def block_topk(users: np.ndarray, items: np.ndarray, k: int, block_rows: int = 2
     padded = -(-n_items // g) * g                                  # columns, a multiple of g
     dtype = torch.float16 if dev.type == "cuda" else torch.float32
     item_t = torch.zeros((items.shape[1], padded), dtype=dtype, device=dev)
-    item_t[:, :n_items] = torch.as_tensor(items, dtype=dtype, device=dev).T
+    item_t[:, :n_items] = torch.from_numpy(np.array(items, dtype=np.float32)).to(dev, dtype).T  # a writable copy
     scores = np.empty((users.shape[0], k), dtype=np.float32)
     index = np.empty((users.shape[0], k), dtype=np.int64)
     buf = torch.empty((min(block_rows, max(users.shape[0], 1)), padded), dtype=dtype, device=dev)
     with torch.inference_mode():
         for start in range(0, users.shape[0], block_rows):
-            u = torch.as_tensor(users[start:start + block_rows], dtype=dtype, device=dev)
+            u = torch.from_numpy(np.array(users[start:start + block_rows], dtype=np.float32)).to(dev, dtype)
             out = buf[:len(u)]
             torch.mm(u, item_t, out=out)
             if padded > n_items:
