@@ -135,8 +135,26 @@ def _recall_at_10(recs: dict, truth: dict) -> float:
     return float(np.mean(hits))
 
 
-def test_recall_beats_popularity_twice_on_next_day_events(spark, lake):
-    cfg, _, _ = lake
+def _oracle_recs(spark, cfg, truth: dict, users) -> dict:
+    """Top 10 by the behaviour model itself: P(item) = end preference of the item's topic x the
+    item's share of its topic, purchased items excluded. No recommender can expect to do better."""
+    names = [t["name"] for t in truth["topics"]]
+    bought = {}
+    for r in (delta_io.read_table(spark, cfg, "events_clean")
+              .where((F.col("event_date") <= DS) & (F.col("event_type") == "purchase")).select("user_id", "item_id")
+              .distinct().collect()):
+        bought.setdefault(r["user_id"], set()).add(r["item_id"])
+    recs = {}
+    for u in users:
+        pref = truth["users"][u]["end_pref"]
+        p = {i: pref[names.index(truth["item_topics"][i])] * share
+             for i, share in truth["item_topic_share"].items() if i not in bought.get(u, ())}
+        recs[u] = sorted(p, key=lambda i: (-p[i], i))[:10]
+    return recs
+
+
+def test_recall_against_popularity_and_the_planted_ceiling_on_next_day_events(spark, lake):
+    cfg, truth, _ = lake
     nxt = (delta_io.read_table(spark, cfg, "events_clean").where(F.col("event_date") == SPEC.end_date)
            .groupBy("user_id").agg(F.collect_set("item_id").alias("items")).collect())
     future = {r["user_id"]: set(r["items"]) for r in nxt}
@@ -150,9 +168,12 @@ def test_recall_beats_popularity_twice_on_next_day_events(spark, lake):
                .orderBy(F.col("count").desc(), "item_id").limit(10).collect()]
     model = _recall_at_10(recs, future)
     baseline = _recall_at_10({u: popular for u in future}, future)
-    # measured: 0.237 against 0.162 (1.46x). The 2x target of the ranking issue is not met yet;
-    # this guards the level reached so far.
-    assert model >= 1.3 * baseline, (model, baseline)
+    ceiling = _recall_at_10(_oracle_recs(spark, cfg, truth, future), future)
+    # measured: blend 0.237, popularity 0.162 (1.46x), the behaviour model itself 0.410 (2.53x).
+    # The ranking issue's 2x target is not met; on this sample even the planted model reaches only
+    # 2.5x, so this guards the level reached and that the ceiling is computed from the truth.
+    assert ceiling > model >= 1.3 * baseline, (model, baseline, ceiling)
+    assert model >= 0.5 * ceiling, (model, ceiling)
 
 
 def test_a_service_reads_the_table_without_spark(spark, lake):
