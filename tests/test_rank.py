@@ -169,9 +169,9 @@ def test_recall_against_popularity_and_the_planted_ceiling_on_next_day_events(sp
     model = _recall_at_10(recs, future)
     baseline = _recall_at_10({u: popular for u in future}, future)
     ceiling = _recall_at_10(_oracle_recs(spark, cfg, truth, future), future)
-    # measured: blend 0.237, popularity 0.162 (1.46x), the behaviour model itself 0.410 (2.53x).
-    # The ranking issue's 2x target is not met; on this sample even the planted model reaches only
-    # 2.5x, so this guards the level reached and that the ceiling is computed from the truth.
+    # measured on 53 users: blend 0.237, popularity 0.159 (1.50x), the planted behaviour model
+    # itself 0.416 (2.62x). The 2x target of the ranking issue is not met: the blend gets 57% of
+    # what the generator's own model gets, and this guards that level.
     assert ceiling > model >= 1.3 * baseline, (model, baseline, ceiling)
     assert model >= 0.5 * ceiling, (model, ceiling)
 
