@@ -382,23 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``recjobs`` console script."""
     args = build_parser().parse_args(argv)
     setup_logging()
-    had_session = _active_session() is not None
-    try:
-        return guarded(lambda: args.func(args))
-    finally:
-        session = _active_session()
-        if session is not None and not had_session:   # a session this command started
-            session.stop()
-
-
-def _active_session():
-    import sys as _sys
-
-    if "pyspark" not in _sys.modules:   # never import Spark just to find there is no session
-        return None
-    from pyspark.sql import SparkSession
-
-    return SparkSession.getActiveSession()
+    return guarded(lambda: args.func(args))
 
 
 if __name__ == "__main__":

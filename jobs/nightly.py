@@ -127,19 +127,12 @@ def add_nightly_args(parser: argparse.ArgumentParser) -> None:
 
 def run_from_args(args: argparse.Namespace) -> int:
     """The nightly for parsed arguments (``recjobs nightly`` and this module's ``main``): the exit code."""
-    from pyspark.sql import SparkSession as Session
-
     from jobs.common.runner import config_from_args
     from jobs.common.session import get_spark
 
     cfg = config_from_args(args)
-    started_here = Session.getActiveSession() is None
     spark = get_spark(cfg, app_name="recjobs-nightly")
-    try:
-        out = run_nightly(spark, cfg, args.date, args.force, args.from_stage, args.run_id or cfg["run"]["id"])
-    finally:
-        if started_here:
-            spark.stop()
+    out = run_nightly(spark, cfg, args.date, args.force, args.from_stage, args.run_id or cfg["run"]["id"])
     if out["error"]:
         print(f"recjobs: error: {out['error']}", file=sys.stderr)
     return out["exit_code"]

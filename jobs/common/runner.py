@@ -63,8 +63,20 @@ def run_stage(spark, cfg: Mapping, stage: str, ds: dt.date, run_id: str) -> dict
         return stage_function(stage)(spark, cfg, ds, run_id, rec)
 
 
+def _active_session():
+    """The active SparkSession, or None (without importing Spark when nothing has)."""
+    if "pyspark" not in sys.modules:
+        return None
+    from pyspark.sql import SparkSession
+
+    return SparkSession.getActiveSession()
+
+
 def guarded(fn: Callable[[], int]) -> int:
-    """Run ``fn``; turn project errors into a one-line message and their exit code."""
+    """Run ``fn``; turn project errors into a one-line message and their exit code, and stop
+    the SparkSession ``fn`` started (so executors shut down cleanly; a session that was
+    already running, e.g. a caller's, is left alone)."""
+    had_session = _active_session() is not None
     try:
         return fn()
     except RecjobsError as exc:
@@ -73,6 +85,10 @@ def guarded(fn: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         print("recjobs: interrupted", file=sys.stderr)
         return 130
+    finally:
+        session = _active_session()
+        if session is not None and not had_session:
+            session.stop()
 
 
 def stage_main(stage: str, argv: list[str] | None = None) -> int:
