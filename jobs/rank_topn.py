@@ -61,17 +61,17 @@ def retrieve(user_vectors: DataFrame, item_vectors: DataFrame, k: int, shard_row
         n_shards = int(numbered.agg(F.max("_shard")).first()[0]) + 1
         tables = (numbered.where(F.col("_shard") == s).drop("_shard").toArrow() for s in range(n_shards))
     parts = []
-    for shard, table in enumerate(tables):
+    for table in tables:
         if table.num_rows == 0:
             continue
         bc = spark.sparkContext.broadcast(shard_value(table))
 
-        def body(batches, _bc=bc, _shard=shard):
+        def body(batches, _bc=bc):
             value = _bc.value
-            return topk_batches(batches, value["ids"], value["matrix"], k, block_rows, _shard)
+            return topk_batches(batches, value["ids"], value["matrix"], k, block_rows)
 
         parts.append(user_vectors.select(c.USER_ID, "embedding").mapInArrow(
-            body, "user_id string, item_id string, cosine double, shard int"))
+            body, "user_id string, item_id string, cosine double"))
     if sharded:
         numbered.unpersist()
     if not parts:
@@ -80,9 +80,9 @@ def retrieve(user_vectors: DataFrame, item_vectors: DataFrame, k: int, shard_row
     for p in parts[1:]:
         union = union.unionByName(p)
     if len(parts) == 1:
-        return union.drop("shard")
+        return union
     best = Window.partitionBy(c.USER_ID).orderBy(F.col("cosine").desc(), F.col(c.ITEM_ID))
-    return union.withColumn("_r", F.row_number().over(best)).where(F.col("_r") <= k).drop("_r", "shard")
+    return union.withColumn("_r", F.row_number().over(best)).where(F.col("_r") <= k).drop("_r")
 
 
 def decayed_popularity(events: DataFrame, end: dt.datetime, half_life_days: float,

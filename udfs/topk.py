@@ -48,6 +48,45 @@ def select_topk(scores, k: int, g: int):
     return top.values, member * n_groups + kept.gather(1, slot)
 
 
+class ItemMatrix:
+    """The item side of the blocked top-K, prepared once: transposed, padded to a multiple of
+    the group size, on the device (float16 on a GPU, float32 on the CPU)."""
+
+    def __init__(self, items: np.ndarray, k: int, device: str = "auto") -> None:
+        import torch
+
+        self.device = pick_device(device)
+        self.dtype = torch.float32 if self.device.type == "cpu" else torch.float16
+        self.n_items = items.shape[0]
+        self.k = min(k, self.n_items)
+        self.g = group_size(self.n_items, self.k)
+        padded = -(-self.n_items // self.g) * self.g               # columns, a multiple of g
+        self.t = torch.zeros((items.shape[1], padded), dtype=self.dtype, device=self.device)
+        self.t[:, :self.n_items] = torch.from_numpy(np.array(items, dtype=np.float32)).to(self.device, self.dtype).T
+
+    def topk(self, users: np.ndarray, block_rows: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(scores, indices)`` of every user row, each ``(U, k)``, best first."""
+        import torch
+
+        k, padded = self.k, self.t.shape[1]
+        scores = np.empty((users.shape[0], k), dtype=np.float32)
+        index = np.empty((users.shape[0], k), dtype=np.int64)
+        buf = torch.empty((min(block_rows, max(users.shape[0], 1)), padded), dtype=self.dtype, device=self.device)
+        with torch.inference_mode():
+            for start in range(0, users.shape[0], block_rows):
+                block = np.array(users[start:start + block_rows], dtype=np.float32)   # a writable copy
+                out = buf[:len(block)]
+                # torch.mm, not numpy's BLAS: numpy's idle BLAS threads spin while torch's
+                # threads select, which measured 3x slower on 2 cores
+                torch.mm(torch.from_numpy(block).to(self.device, self.dtype), self.t, out=out)
+                if padded > self.n_items:
+                    out[:, self.n_items:] = float("-inf")          # padding never wins
+                values, idx = select_topk(out, k, self.g)
+                scores[start:start + len(block)] = values.float().cpu().numpy()
+                index[start:start + len(block)] = idx.cpu().numpy()
+        return scores, index
+
+
 def block_topk(users: np.ndarray, items: np.ndarray, k: int, block_rows: int = 2048,
                device: str = "auto") -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` inner products of every user row against all item rows.
@@ -62,33 +101,7 @@ def block_topk(users: np.ndarray, items: np.ndarray, k: int, block_rows: int = 2
     Returns:
         ``(scores, indices)``, each ``(U, min(k, I))``, best first.
     """
-    import torch
-
-    dev = pick_device(device)
-    n_items = items.shape[0]
-    k = min(k, n_items)
-    g = group_size(n_items, k)
-    padded = -(-n_items // g) * g                                  # columns, a multiple of g
-    on_cpu = dev.type == "cpu"
-    dtype = torch.float32 if on_cpu else torch.float16
-    item_t = torch.zeros((items.shape[1], padded), dtype=dtype, device=dev)
-    item_t[:, :n_items] = torch.from_numpy(np.array(items, dtype=np.float32)).to(dev, dtype).T  # a writable copy
-    scores = np.empty((users.shape[0], k), dtype=np.float32)
-    index = np.empty((users.shape[0], k), dtype=np.int64)
-    buf = torch.empty((min(block_rows, max(users.shape[0], 1)), padded), dtype=dtype, device=dev)
-    with torch.inference_mode():
-        for start in range(0, users.shape[0], block_rows):
-            block = np.array(users[start:start + block_rows], dtype=np.float32)
-            out = buf[:len(block)]
-            # torch.mm, not numpy's BLAS: numpy's idle BLAS threads spin while torch's threads
-            # select, which measured 3x slower on 2 cores
-            torch.mm(torch.from_numpy(block).to(dev, dtype), item_t, out=out)
-            if padded > n_items:
-                out[:, n_items:] = float("-inf")                   # padding never wins
-            values, idx = select_topk(out, k, g)
-            scores[start:start + len(block)] = values.float().cpu().numpy()
-            index[start:start + len(block)] = idx.cpu().numpy()
-    return scores, index
+    return ItemMatrix(items, k, device).topk(users, block_rows)
 
 
 def vectors(column, name: str = "embedding") -> np.ndarray:
@@ -114,27 +127,27 @@ def vectors(column, name: str = "embedding") -> np.ndarray:
     return column.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(n, -1)
 
 
-def topk_batches(batches: Iterator, item_ids, item_matrix: np.ndarray, k: int, block_rows: int,
-                 shard: int) -> Iterator:
-    """mapInArrow body: ``(user_id, embedding)`` record batches -> ``(user_id, item_id, cosine, shard)``.
+def topk_batches(batches: Iterator, item_ids, item_matrix: np.ndarray, k: int, block_rows: int) -> Iterator:
+    """mapInArrow body: ``(user_id, embedding)`` record batches -> ``(user_id, item_id, cosine)``.
 
-    Ids are taken with Arrow kernels, so no Python object is made per output row.
+    The item matrix is prepared once per task; ids are taken with Arrow kernels, so no Python
+    object is made per output row.
     """
     import pyarrow as pa
 
     set_torch_threads()
+    items = None
     for batch in batches:
         if batch.num_rows == 0:
             continue
-        users = vectors(batch.column("embedding"))
-        scores, index = block_topk(users, item_matrix, k, block_rows)
-        kk = scores.shape[1]
+        if items is None:
+            items = ItemMatrix(item_matrix, k)
+        scores, index = items.topk(vectors(batch.column("embedding")), block_rows)
         yield pa.RecordBatch.from_arrays([
-            batch.column("user_id").take(pa.array(np.repeat(np.arange(batch.num_rows), kk))),
+            batch.column("user_id").take(pa.array(np.repeat(np.arange(batch.num_rows), scores.shape[1]))),
             item_ids.take(pa.array(index.ravel())),
             pa.array(scores.ravel().astype(np.float64)),
-            pa.array(np.full(scores.size, shard, dtype=np.int32)),
-        ], names=["user_id", "item_id", "cosine", "shard"])
+        ], names=["user_id", "item_id", "cosine"])
 
 
 def shard_value(table) -> dict:
