@@ -29,7 +29,7 @@ from pyspark.sql import functions as F
 from jobs.common import delta_io
 from jobs.common.config import with_values
 from jobs.common.errors import ConfigError
-from jobs.common.metrics import accuracy, beyond_accuracy
+from jobs.common.metrics import ALL_METRICS, accuracy, beyond_accuracy
 from jobs.common.runlog import StageRecord
 from jobs.stages import stage_function
 from schemas import columns as c
@@ -47,12 +47,15 @@ DECAY_STAGES = ("build_sequences", "encode_users", "fit_topics")
 DECAY_FREE_TABLES = ("topic_models", "item_sentiment", "user_item_sentiment", "item_rules")
 ABLATION_WEIGHT = {"no_lm": "semantic", "no_topics": "topic", "no_sentiment": "sentiment"}
 BASELINES = ("popularity", "cooccurrence", "als")
+# Display order of the models in tables: the product, its ablations, the baselines.
+MODELS = ("blend", "blend_no_lm", "blend_no_decay", "blend_no_topics", "blend_no_sentiment", *BASELINES)
 NO_DECAY_DAYS = 1e6
 
 
 # ---------------------------------------------------------------------------------- splits
 def split(events: DataFrame, protocol: str, ds: dt.date, cfg: Mapping) -> tuple[DataFrame, DataFrame, dt.date]:
     """(training events, held-out (user_id, item_id, event_id, event_ts), date to build features for)."""
+    check_protocol(protocol)
     ev = cfg["eval"]
     relevant = F.col(c.EVENT_TYPE).isin(list(ev["relevant_types"]))
     events = events.where(F.col(c.EVENT_DATE) <= F.lit(ds))
@@ -69,16 +72,20 @@ def split(events: DataFrame, protocol: str, ds: dt.date, cfg: Mapping) -> tuple[
         train = events.where(F.col(c.EVENT_DATE) < F.lit(ds))
         test = events.where(relevant & (F.col(c.EVENT_DATE) == F.lit(ds))).select(*held_cols)
         return train, test, ds - dt.timedelta(days=1)
-    if protocol == "random_split":
-        # hold out a seeded share of each user's relevant (user, item) pairs, with every event
-        # of a held-out pair (views included), so training never saw the user with those items
-        bucket = F.pmod(F.xxhash64(F.col(c.USER_ID), F.col(c.ITEM_ID), F.lit(int(ev["seed"]))), F.lit(10_000))
-        held = (events.where(relevant).select(c.USER_ID, c.ITEM_ID).distinct()
-                .where(bucket < F.lit(int(float(ev["random_ratio"]) * 10_000))))
-        train = events.join(held, [c.USER_ID, c.ITEM_ID], "left_anti")
-        test = events.where(relevant).join(held, [c.USER_ID, c.ITEM_ID]).select(*held_cols)
-        return train, test, ds
-    raise ConfigError(f"eval.protocols: unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
+    # random_split: hold out a seeded share of each user's relevant (user, item) pairs, with
+    # every event of a held-out pair (views included), so training never saw the user with them
+    bucket = F.pmod(F.xxhash64(F.col(c.USER_ID), F.col(c.ITEM_ID), F.lit(int(ev["seed"]))), F.lit(10_000))
+    held = (events.where(relevant).select(c.USER_ID, c.ITEM_ID).distinct()
+            .where(bucket < F.lit(int(float(ev["random_ratio"]) * 10_000))))
+    train = events.join(held, [c.USER_ID, c.ITEM_ID], "left_anti")
+    test = events.where(relevant).join(held, [c.USER_ID, c.ITEM_ID]).select(*held_cols)
+    return train, test, ds
+
+
+def check_protocol(protocol: str) -> None:
+    """ConfigError naming ``eval.protocols`` unless ``protocol`` is one of PROTOCOLS."""
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"eval.protocols: unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
 
 
 # ------------------------------------------------------------------------------- baselines
@@ -270,8 +277,7 @@ def run(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, rec: StageR
     rec = rec or StageRecord()
     protocols = list(cfg["eval"]["protocols"])
     for p in protocols:
-        if p not in PROTOCOLS:
-            raise ConfigError(f"eval.protocols: unknown protocol {p!r}; known: {', '.join(PROTOCOLS)}")
+        check_protocol(p)
     summary: dict = {"protocols": {}}
     total = 0
     for protocol in protocols:
@@ -296,19 +302,17 @@ def metrics_table(spark: SparkSession, cfg: Mapping, ds: dt.date, ks: list[int] 
     if not rows:
         return f"no metrics for {ds}; run 'recjobs eval --date {ds}'"
     ks = ks or sorted({r["k"] for r in rows})
-    order = ["blend", "blend_no_lm", "blend_no_decay", "blend_no_topics", "blend_no_sentiment", *BASELINES]
-    metrics = ["recall", "ndcg", "hit_rate", "mrr", "map", "coverage", "diversity", "novelty"]
     out = []
     for protocol in [p for p in PROTOCOLS if any(r["protocol"] == p for r in rows)]:
         sub = {(r["model"], r["metric"], r["k"]): r["value"] for r in rows if r["protocol"] == protocol}
         users = next(r["users"] for r in rows if r["protocol"] == protocol)
-        cols = [f"{m}@{k}" for k in ks for m in metrics]
-        models = [m for m in order if any(key[0] == m for key in sub)]
+        cols = [f"{m}@{k}" for k in ks for m in ALL_METRICS]
+        models = [m for m in MODELS if any(key[0] == m for key in sub)]
         out.append(f"{protocol} ({users} users)")
         out.append(f"  {'model':20s}" + "".join(f"{col:>13s}" for col in cols))
         for m in models:
             out.append(f"  {m:20s}" + "".join(
-                f"{sub.get((m, metric, k), float('nan')):13.4f}" for k in ks for metric in metrics))
+                f"{sub.get((m, metric, k), float('nan')):13.4f}" for k in ks for metric in ALL_METRICS))
     return "\n".join(out)
 
 

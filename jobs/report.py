@@ -26,7 +26,9 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from jobs.common import delta_io
+from jobs.common.metrics import ALL_METRICS
 from jobs.common.runlog import newest_per_stage
+from jobs.evaluate import MODELS
 from schemas import columns as c
 
 log = logging.getLogger(__name__)
@@ -234,18 +236,13 @@ th{background:#f4f4f4}.ok{color:#1a7f37;font-weight:600}.bad{color:#cf222e;font-
 code{background:#f4f4f4;padding:1px 4px}"""
 
 
-EVAL_METRICS = ("recall", "ndcg", "hit_rate", "mrr", "map", "coverage", "diversity", "novelty")
-EVAL_MODELS = ("blend", "blend_no_lm", "blend_no_decay", "blend_no_topics", "blend_no_sentiment", "popularity",
-               "cooccurrence", "als")
-
-
 def evaluation_table(rows: list[dict]) -> str:
     """Metrics pivoted: one row per (protocol, model), one column per metric@K."""
     values = {(r["protocol"], r["model"], r["metric"], r["k"]): r["value"] for r in rows}
     ks = sorted({r["k"] for r in rows})
-    cols = [(m, k) for k in ks for m in EVAL_METRICS]
+    cols = [(m, k) for k in ks for m in ALL_METRICS]
     keys = sorted({(r["protocol"], r["model"]) for r in rows},
-                  key=lambda pm: (pm[0], EVAL_MODELS.index(pm[1]) if pm[1] in EVAL_MODELS else 99, pm[1]))
+                  key=lambda pm: (pm[0], MODELS.index(pm[1]) if pm[1] in MODELS else 99, pm[1]))
     return _table(["protocol", "model", *[f"{m}@{k}" for m, k in cols]],
                   [[p, m, *[f"{values[(p, m, met, k)]:.4f}" if (p, m, met, k) in values else "" for met, k in cols]]
                    for p, m in keys])

@@ -24,6 +24,8 @@ from pyspark.sql import functions as F
 from schemas import columns as c
 
 ACCURACY = ("recall", "ndcg", "hit_rate", "mrr", "map")
+BEYOND_ACCURACY = ("coverage", "diversity", "novelty")
+ALL_METRICS = ACCURACY + BEYOND_ACCURACY
 
 
 def ranked_lists(recs: DataFrame, rank_col: str = "rank") -> DataFrame:
