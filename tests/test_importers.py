@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 import pytest
-from pyspark.sql import functions as F
 
 from jobs.common.config import load_config
 from jobs.common.errors import InputError

@@ -1,6 +1,5 @@
 """The nightly driver end to end on a small sample: DQ gate, resume, run report, deploy files."""
 import ast
-import datetime as dt
 import json
 import subprocess
 import sys
