@@ -29,6 +29,8 @@ def test_block_topk_matches_brute_force(n_items, k):
     expected = np.argsort(-full, axis=1, kind="stable")[:, :k]
     np.testing.assert_array_equal(index, expected)
     np.testing.assert_allclose(scores, np.take_along_axis(full, expected, axis=1), rtol=1e-5)
+    _, loose = block_topk(users, items, k=k, block_rows=8, device="cpu", ordered=False)
+    np.testing.assert_array_equal(np.sort(loose, axis=1), np.sort(expected, axis=1))
 
 
 def test_two_stage_selection_is_used_and_exact_at_group_edges():
@@ -42,10 +44,28 @@ def test_two_stage_selection_is_used_and_exact_at_group_edges():
     hot = torch.arange(10) * 120 + 7                        # all members of group 7 (G = 120, g = 10)
     scores[0, hot] = torch.arange(10, dtype=torch.float32)
     scores[1, :30] = torch.linspace(1.0, 2.0, 30)          # consecutive columns: 30 different groups
-    values, index = select_topk(scores, 10, 10)
-    assert index[0].tolist() == hot.flip(0).tolist()
-    assert index[1].tolist() == list(range(29, 19, -1))
-    assert values[1, 0].item() == 2.0
+    for host in (True, False):                              # numpy's argpartition, torch.topk
+        values, index = select_topk(scores, 10, 10, host=host)
+        assert index[0].tolist() == hot.flip(0).tolist()
+        assert index[1].tolist() == list(range(29, 19, -1))
+        assert values[1, 0].item() == 2.0
+
+
+@pytest.mark.parametrize("g,host", [(1, True), (10, True), (1, False), (10, False)])
+def test_selection_orders_equal_scores_by_column_and_unordered_keeps_the_same_set(g, host):
+    import torch
+
+    scores = np.zeros((3, 400), dtype=np.float32)
+    scores[0, [390, 5, 200]] = 1.0                       # three equal winners: columns ascending
+    scores[1] = np.linspace(0.0, 1.0, 400, dtype=np.float32)
+    scores[2] = -np.arange(400, dtype=np.float32)        # best column first
+    values, index = select_topk(torch.from_numpy(scores), 5, g, host=host)
+    assert index[0, :3].tolist() == [5, 200, 390] and values[0, :3].tolist() == [1.0, 1.0, 1.0]
+    assert index[1].tolist() == [399, 398, 397, 396, 395]
+    assert index[2].tolist() == [0, 1, 2, 3, 4]
+    loose_values, loose = select_topk(torch.from_numpy(scores), 5, g, ordered=False, host=host)
+    assert [sorted(r) for r in loose[1:].tolist()] == [sorted(r) for r in index[1:].tolist()]
+    assert torch.equal(loose_values.gather(1, torch.argsort(loose, 1)), values.gather(1, torch.argsort(index, 1)))
 
 
 def test_vectors_reject_ragged_or_null_embeddings():
