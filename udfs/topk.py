@@ -104,13 +104,13 @@ class ItemMatrix:
         scores = np.empty((n, self.k), dtype=np.float32)
         index = np.empty((n, self.k), dtype=np.int64)
         starts = list(range(0, n, block_rows))
-        workers = min(torch.get_num_threads(), len(starts)) if self.device.type == "cpu" else 1
+        threads = torch.get_num_threads()
+        workers = min(threads, len(starts)) if self.device.type == "cpu" else 1
         if workers <= 1:
             self._blocks(users, starts, block_rows, ordered, scores, index)
             return scores, index
         # one block stream per core, each with a single-threaded product: torch's own threads
         # would spin between products while numpy selects
-        threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
             with ThreadPoolExecutor(workers) as pool:
