@@ -45,10 +45,11 @@ FEATURE_STAGES = ("build_sequences", "encode_users", "fit_topics", "score_sentim
 # Without decay only these change; the rest is copied from the protocol's evaluation lake.
 DECAY_STAGES = ("build_sequences", "encode_users", "fit_topics")
 DECAY_FREE_TABLES = ("topic_models", "item_sentiment", "user_item_sentiment", "item_rules")
-ABLATION_WEIGHT = {"no_lm": "semantic", "no_topics": "topic", "no_sentiment": "sentiment"}
+ABLATION_WEIGHT = {"no_lm": "semantic", "no_topics": "topic", "no_sentiment": "sentiment", "no_engagement": "engagement"}
 BASELINES = ("popularity", "cooccurrence", "als")
 # Display order of the models in tables: the product, its ablations, the baselines.
-MODELS = ("blend", "blend_no_lm", "blend_no_decay", "blend_no_topics", "blend_no_sentiment", *BASELINES)
+MODELS = ("blend", "blend_no_lm", "blend_no_decay", "blend_no_topics", "blend_no_sentiment",
+          "blend_no_engagement", *BASELINES)
 NO_DECAY_DAYS = 1e6
 
 

@@ -6,9 +6,10 @@
 Candidates: (a) blocked top-K of user vectors against the item matrix (``udfs/topk.py``; the
 matrix goes to executors whole up to ``rank.broadcast_max_items`` rows, in shards beyond that,
 merged with a second top-K), (b) association rules fired by the user's newest items, (c) decayed
-popularity (all a cold user gets). Features per (user, candidate): semantic cosine, topic
-affinity, item sentiment, rule confidence, popularity; each standardised over all candidates and
-blended with ``rank.weights``. Purchased items and items the user reviewed negatively are
+popularity (all a cold user gets), (d) the items of the user's sequence. Features per (user,
+candidate): semantic cosine, topic affinity, item sentiment, rule confidence, popularity, and the
+user's time-decayed interest in the item itself (engagement) and in its category; each
+standardised over all candidates and blended with ``rank.weights``. Purchased items and items the user reviewed negatively are
 excluded, near neighbours of the latter demoted; at most ``rank.max_per_category`` items per
 category. Ties break on item id. Writes the ds partition of ``recommendations_staging``; the
 publish stage copies it into ``recommendations``.
@@ -33,7 +34,7 @@ from udfs.topk import shard_value, topk_batches
 log = logging.getLogger(__name__)
 
 STAGE = "rank_topn"
-COMPONENTS = ("semantic", "topic", "sentiment", "rule", "popularity")
+COMPONENTS = ("semantic", "topic", "sentiment", "rule", "popularity", "engagement", "category_affinity")
 
 
 def dot(a: Column, b: Column) -> Column:
@@ -108,11 +109,34 @@ def fired_rules(seqs: DataFrame, rules: DataFrame, recent_items: int) -> DataFra
                     F.col("_first").alias("rule_from")))
 
 
-# What the blend sees of each component. Topic affinity enters as a log, like popularity, so
-# that the additive blend acts as affinity x popularity: an item popular in a topic the user
-# never touches does not outrank the favourites of the user's own topics.
+def engagement(seqs: DataFrame, items: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """The user's time-decayed interest at two granularities, from the sequence's event weights
+    (``sequences.type_weights`` x per-type half-life decay):
+
+    - ``(user_id, item_id, engagement, engaged_verb)``: the summed weight of the user's events on
+      the item itself and the type of the newest of them;
+    - ``(user_id, category, category_affinity)``: the user's share of weight in each category.
+    """
+    ev = (seqs.select(c.USER_ID, F.posexplode("events").alias("_p", "_e"))
+          .select(c.USER_ID, "_p", F.col(f"_e.{c.ITEM_ID}").alias(c.ITEM_ID),
+                  F.col(f"_e.{c.EVENT_TYPE}").alias("_type"), F.col("_e.weight").alias("_w")))
+    per_item = (ev.groupBy(c.USER_ID, c.ITEM_ID)
+                .agg(F.sum("_w").alias("engagement"), F.min_by("_type", "_p").alias("engaged_type")))
+    per_cat = (ev.join(items.select(c.ITEM_ID, c.CATEGORY), c.ITEM_ID)
+               .groupBy(c.USER_ID, c.CATEGORY).agg(F.sum("_w").alias("_cw")))
+    total = Window.partitionBy(c.USER_ID)
+    per_cat = per_cat.select(c.USER_ID, c.CATEGORY, (F.col("_cw") / F.sum("_cw").over(total)).alias("category_affinity"))
+    return per_item, per_cat
+
+
+# What the blend sees of each component. Topic and category affinity enter as logs, like
+# popularity, so that the additive blend acts as affinity x popularity: an item popular in a topic
+# the user never touches does not outrank the favourites of the user's own topics. Engagement
+# enters as log(1 + weight): one more view matters less the more the user already engaged.
 BLEND_INPUT = {
     "topic": lambda col: F.log(col + F.lit(1e-3)),
+    "category_affinity": lambda col: F.log(col + F.lit(1e-3)),
+    "engagement": F.log1p,
 }
 
 
@@ -151,6 +175,9 @@ def reasons(ranked: DataFrame, weights: Mapping[str, float]) -> DataFrame:
                              .when(strongest == "topic",
                                    F.format_string("matches your interest in %s", F.col("user_terms")))
                              .when(strongest == "sentiment", F.lit("highly rated by reviewers"))
+                             .when(strongest == "engagement",
+                                   F.format_string("recently %s by you", F.col("engaged_verb")))
+                             .when(strongest == "category_affinity", F.format_string("you often browse %s", F.col(c.CATEGORY)))
                              .otherwise(F.format_string("popular in %s", F.coalesce(F.col("item_terms"),
                                                                                       F.col(c.CATEGORY)))))
 
@@ -198,8 +225,10 @@ def candidate_features(spark: SparkSession, cfg: Mapping, ds: dt.date) -> tuple[
     popularity = decayed_popularity(pop_events, end, float(rk["popularity_half_life_days"]),
                                     cfg["sequences"]["type_weights"]).persist(StorageLevel.MEMORY_AND_DISK)
     popular = popularity.orderBy(F.col("popularity").desc(), F.col(c.ITEM_ID)).limit(int(rk["popular_k"]))
+    engaged, category_share = engagement(seqs, items)
     candidates = (retrieved.select(c.USER_ID, c.ITEM_ID)
                   .unionByName(rules.select(c.USER_ID, c.ITEM_ID))
+                  .unionByName(engaged.select(c.USER_ID, c.ITEM_ID))           # at most sequences.max_len per user
                   .unionByName(users.crossJoin(popular.select(c.ITEM_ID)))   # users x popular_k, bounded
                   .distinct())
 
@@ -221,13 +250,18 @@ def candidate_features(spark: SparkSession, cfg: Mapping, ds: dt.date) -> tuple[
              .join(item_sent, c.ITEM_ID, "left")
              .join(rules, [c.USER_ID, c.ITEM_ID], "left")
              .join(popularity, c.ITEM_ID, "left")
+             .join(engaged, [c.USER_ID, c.ITEM_ID], "left")
+             .withColumn("engagement", F.coalesce(F.col("engagement"), F.lit(0.0)))
+             .withColumn("engaged_verb", lookup(cfg["sequences"]["verbs"], F.col("engaged_type")))
              .withColumn("semantic", dot(F.col("_uv"), F.col("_iv")))
              .withColumn("topic", dot(F.col("_ut"), F.col("_it"))))
     # similarity to negatively reviewed items (their near neighbours are demoted)
     neg_vec = negative.join(ivec.withColumnRenamed(c.ITEM_ID, "neg_item").withColumnRenamed("_iv", "_nv"), "neg_item")
     near = (feats.select(c.USER_ID, c.ITEM_ID, "_iv").join(neg_vec, c.USER_ID)
             .groupBy(c.USER_ID, c.ITEM_ID).agg(F.max(dot(F.col("_iv"), F.col("_nv"))).alias("_neg_sim")))
-    feats = feats.join(near, [c.USER_ID, c.ITEM_ID], "left").join(items, c.ITEM_ID)
+    feats = (feats.join(near, [c.USER_ID, c.ITEM_ID], "left").join(items, c.ITEM_ID)
+             .join(category_share, [c.USER_ID, c.CATEGORY], "left")
+             .withColumn("category_affinity", F.coalesce(F.col("category_affinity"), F.lit(0.0))))
     return feats, {"seqs": seqs, "ivec": ivec, "items": items, "users": users, "popularity": popularity}
 
 

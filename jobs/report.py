@@ -135,7 +135,7 @@ def recommendation_stats(spark: SparkSession, cfg: Mapping, ds: dt.date, table: 
         rows, users = recs.agg(F.count("*"), F.countDistinct(c.USER_ID)).first()
         items = delta_io.read_table(spark, cfg, "items_clean")
         catalogue = items.count()
-        reason_kind = F.regexp_extract("reason", r"^(similar to|popular in|often bought|matches your interest|[a-z]+)", 1)
+        reason_kind = F.regexp_extract("reason", r"^(similar to|popular in|often bought|matches your interest|recently|you often browse|[a-z]+)", 1)
         reasons = dict(recs.groupBy(reason_kind.alias("k")).count().collect())  # a handful of reason kinds
         return {"table": table, "rows": rows, "users": users, "catalogue_items": catalogue,
                 "score_histogram": score_histogram(recs, int(rp["score_bins"])),

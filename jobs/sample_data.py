@@ -8,8 +8,9 @@ co-purchase pairs, and every planted fault with its count and the ids involved. 
 arguments give byte-identical files.
 
 Planted structure: items come from latent topics (title, category, brand, price, description,
-tags); users prefer a few topics and drift towards another over the days; sessions follow a
-funnel view -> click -> cart -> purchase; ratings follow item quality and review wording follows
+tags); users prefer a few topics and drift towards another over the days; some item picks go back
+to items the user engaged with but did not buy, recent ones most; sessions follow a funnel
+view -> click -> cart -> purchase; ratings follow item quality and review wording follows
 the rating; some item pairs are bought together.
 """
 from __future__ import annotations
@@ -152,6 +153,11 @@ class SampleSpec:
     # Dirichlet concentration of users' topic preferences (smaller = more focused users).
     preference_alpha: float = 0.15
     co_purchase_pairs_per_topic: int = 3
+    # Share of item picks that go back to an item the user engaged with but has not bought
+    # (comparison shopping: re-viewing, back to the cart), the newest most likely.
+    revisit_rate: float = 0.3
+    # Half-life (days) of how likely an item is revisited, counted from its last engagement.
+    revisit_half_life_days: float = 2.0
     faults: FaultRates = field(default_factory=FaultRates)
 
 
@@ -267,9 +273,14 @@ class Generator:
                               "drift_to": TOPICS[drift_to]["name"], "activity": round(activity, 4)}
             self._user_events(user_id, start, end, activity)
         self.truth["users"] = users
+        # a session late on the last day can run past its midnight: those events would be
+        # "future" to a run of the end date, which only the planted future_timestamp faults may be
+        horizon = self.start.timestamp() + 86400 * spec.days
+        self.events = [ev for ev in self.events if ev["ts"] < horizon]
 
     def _user_events(self, user: str, start: np.ndarray, end: np.ndarray, activity: float) -> None:
         rng, spec = self.rng, self.spec
+        open_items: dict[str, float] = {}      # engaged, not bought -> last engagement ts
         for d in range(spec.days):
             frac = d / max(spec.days - 1, 1)
             pref = (1 - frac) * start + frac * end
@@ -278,10 +289,26 @@ class Generator:
                 ts = day0 + rng.uniform(0, 86400 - 3600)
                 t = int(rng.choice(len(TOPICS), p=pref / pref.sum()))
                 for _ in range(1 + rng.poisson(2)):
-                    ids = self.by_topic[t]
-                    item = ids[int(rng.choice(len(ids), p=self.pop[t]))]
+                    if open_items and spec.revisit_rate > 0 and rng.random() < spec.revisit_rate:
+                        item = self._revisit(open_items, ts)
+                    else:
+                        ids = self.by_topic[t]
+                        item = ids[int(rng.choice(len(ids), p=self.pop[t]))]
+                    first = len(self.events)
                     ts = self._funnel(user, item, ts)
+                    for ev in self.events[first:]:
+                        if ev["event_type"] == "purchase":
+                            open_items.pop(ev["item_id"], None)
+                        elif ev["event_type"] == "view":
+                            open_items[ev["item_id"]] = ev["ts"]
                     ts += rng.exponential(90)
+
+    def _revisit(self, open_items: dict[str, float], ts: float) -> str:
+        """One of the user's engaged, unbought items, P ~ 2^(-days since last engagement / half-life)."""
+        ids = list(open_items)
+        age = (ts - np.array([open_items[i] for i in ids])) / 86400.0
+        w = np.power(2.0, -age / self.spec.revisit_half_life_days)
+        return ids[int(self.rng.choice(len(ids), p=w / w.sum()))]
 
     def _funnel(self, user: str, item: str, ts: float) -> float:
         rng = self.rng
@@ -459,6 +486,8 @@ class Generator:
             # best ranking any recommender could learn (an upper bound for evaluations)
             "item_topic_share": {iid: round(float(p), 6) for ids, pops in zip(self.by_topic, self.pop)
                                  for iid, p in zip(ids, pops)},
+            # share of item picks that revisit an engaged, unbought item, P ~ 2^(-age / half-life)
+            "revisit": {"rate": self.spec.revisit_rate, "half_life_days": self.spec.revisit_half_life_days},
             "item_quality": self.item_quality,
             "co_purchase_pairs": sorted([a, b] for a, b in self.pairs.items()),
             "expected_reason": EXPECTED_REASON,
@@ -547,6 +576,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--end-date", type=dt.date.fromisoformat, default=SampleSpec.end_date,
                         help="last day of the sample (YYYY-MM-DD)")
     parser.add_argument("--format", dest="fmt", choices=["jsonl", "csv", "parquet"], default="jsonl")
+    parser.add_argument("--revisit-rate", type=float, default=SampleSpec.revisit_rate,
+                        help="share of item picks that go back to an engaged, unbought item (0 = none)")
     parser.add_argument("--no-faults", action="store_true", help="plant no faults")
     parser.add_argument("--fault", action="append", default=[], metavar="KIND=RATE",
                         help="override one fault rate, e.g. --fault duplicate_event=0.05 (repeatable)")
@@ -560,8 +591,10 @@ def spec_from_args(args: argparse.Namespace) -> SampleSpec:
     for name in ("users", "items", "days"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name} must be at least 1")
+    if not 0.0 <= args.revisit_rate < 1.0:
+        raise ValueError(f"--revisit-rate must be in [0, 1), got {args.revisit_rate}")
     return SampleSpec(users=args.users, items=args.items, days=args.days, seed=args.seed,
-                      end_date=args.end_date, fmt=args.fmt, faults=faults)
+                      end_date=args.end_date, fmt=args.fmt, revisit_rate=args.revisit_rate, faults=faults)
 
 
 def main(argv: list[str] | None = None) -> int:

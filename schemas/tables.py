@@ -237,6 +237,8 @@ COMPONENTS = StructType([
     StructField("sentiment", DoubleType(), True),     # item's smoothed review sentiment
     StructField("rule", DoubleType(), True),          # best confidence of a fired rule
     StructField("popularity", DoubleType(), True),    # log(1 + decayed popularity)
+    StructField("engagement", DoubleType(), True),    # decayed weight of the user's events on the item
+    StructField("category_affinity", DoubleType(), True),  # user's decayed share of weight in the item's category
 ])
 
 RECOMMENDATIONS = _s(

@@ -156,18 +156,29 @@ def _recall_at_10(recs: dict, truth: dict) -> float:
 
 
 def _oracle_recs(spark, cfg, truth: dict, users) -> dict:
-    """Top 10 by the behaviour model itself: P(item) = end preference of the item's topic x the
-    item's share of its topic, purchased items excluded. No recommender can expect to do better."""
+    """Top 10 by the behaviour model itself: P(item) = (1 - r) x end preference of the item's topic
+    x the item's share of its topic + r x the chance of revisiting it (engaged, not bought,
+    2^(-age / half-life) since the last view), purchased items excluded. No recommender can expect
+    to do better."""
     names = [t["name"] for t in truth["topics"]]
-    bought = {}
-    for r in (delta_io.read_table(spark, cfg, "events_clean")
-              .where((F.col("event_date") <= DS) & (F.col("event_type") == "purchase")).select("user_id", "item_id")
-              .distinct().collect()):
-        bought.setdefault(r["user_id"], set()).add(r["item_id"])
+    rate, half_life = truth["revisit"]["rate"], truth["revisit"]["half_life_days"]
+    noon = dt.datetime.combine(SPEC.end_date, dt.time(12), tzinfo=dt.timezone.utc).timestamp()
+    bought, last_view = {}, {}
+    for r in (delta_io.read_table(spark, cfg, "events_clean").where(F.col("event_date") <= DS)
+              .groupBy("user_id", "item_id")
+              .agg(F.max((F.col("event_type") == "purchase").cast("int")).alias("bought"),
+                   F.max(F.when(F.col("event_type") == "view", F.unix_timestamp("event_ts"))).alias("seen"))
+              .collect()):
+        if r["bought"]:
+            bought.setdefault(r["user_id"], set()).add(r["item_id"])
+        elif r["seen"] is not None:
+            last_view.setdefault(r["user_id"], {})[r["item_id"]] = r["seen"]
     recs = {}
     for u in users:
         pref = truth["users"][u]["end_pref"]
-        p = {i: pref[names.index(truth["item_topics"][i])] * share
+        back = {i: 2.0 ** (-(noon - ts) / 86400 / half_life) for i, ts in last_view.get(u, {}).items()}
+        norm = sum(back.values()) or 1.0
+        p = {i: (1 - rate) * pref[names.index(truth["item_topics"][i])] * share + rate * back.get(i, 0.0) / norm
              for i, share in truth["item_topic_share"].items() if i not in bought.get(u, ())}
         recs[u] = sorted(p, key=lambda i: (-p[i], i))[:10]
     return recs
@@ -189,11 +200,12 @@ def test_recall_against_popularity_and_the_planted_ceiling_on_next_day_events(sp
     model = _recall_at_10(recs, future)
     baseline = _recall_at_10({u: popular for u in future}, future)
     ceiling = _recall_at_10(_oracle_recs(spark, cfg, truth, future), future)
-    # measured on 53 users: blend 0.237, popularity 0.159 (1.50x), the planted behaviour model
-    # itself 0.416 (2.62x). The 2x target of the ranking issue is not met: the blend gets 57% of
-    # what the generator's own model gets, and this guards that level.
-    assert ceiling > model >= 1.3 * baseline, (model, baseline, ceiling)
-    assert model >= 0.5 * ceiling, (model, ceiling)
+    # measured on 67 users: blend 0.342, popularity 0.177 (1.93x), the planted behaviour model
+    # itself 0.411 (2.32x). The ranking issue's 2x is not quite met on this sample (rank.weights
+    # were chosen on seeds 7 and 13, where the blend reaches 2.00x and 2.18x); the blend gets 83%
+    # of what the generator's own model gets, and this guards that level.
+    assert ceiling > model >= 1.75 * baseline, (model, baseline, ceiling)
+    assert model >= 0.75 * ceiling, (model, ceiling)
 
 
 def test_a_service_reads_the_table_without_spark(spark, lake):
@@ -206,6 +218,26 @@ def test_a_service_reads_the_table_without_spark(spark, lake):
     assert len(df) == results["rank_topn"]["rows"]
     one = df[df["user_id"] == df["user_id"].min()].sort_values("rank")
     assert list(one["rank"]) == list(range(1, len(one) + 1))
+
+
+def test_a_table_written_by_an_older_release_gains_the_new_fields_on_the_next_write(spark, lake_cfg):
+    from pyspark.sql.types import StructField, StructType
+
+    from schemas.registry import table
+
+    schema = table("recommendations_staging").schema
+    old_parts = StructType([f for f in schema["components"].dataType.fields if f.name not in ("engagement", "category_affinity")])
+    old = StructType([StructField(f.name, old_parts, f.nullable) if f.name == "components" else f for f in schema.fields])
+    day1, day2 = dt.date(2026, 6, 1), dt.date(2026, 6, 2)
+    parts = {"semantic": 0.9, "topic": 0.1, "sentiment": 0.0, "rule": None, "popularity": 1.0}
+    spark.createDataFrame([(d, "u1", 1, "i1", 1.0, parts, "r", "v0", "run-0") for d in (day1, day2)], old) \
+        .write.format("delta").partitionBy("ds").save(delta_io.table_path(lake_cfg, "recommendations_staging"))
+    new = spark.createDataFrame([(day2, "u1", 1, "i2", 2.0, {**parts, "engagement": 3.5, "category_affinity": 0.25},
+                                  "r", "v1", "run-1")], schema)
+    delta_io.replace_where(new, lake_cfg, "recommendations_staging", f"ds = DATE'{day2}'")
+    rows = {r["ds"]: r for r in delta_io.read_table(spark, lake_cfg, "recommendations_staging").collect()}
+    assert rows[day2]["item_id"] == "i2" and rows[day2]["components"]["engagement"] == 3.5
+    assert rows[day1]["item_id"] == "i1" and rows[day1]["components"]["engagement"] is None   # older rows: NULL
 
 
 def test_maintain_compacts_and_keeps_the_data(spark, lake):

@@ -41,6 +41,16 @@ def conform(df: DataFrame, spec: TableSpec) -> DataFrame:
     return df.select([F.col(f.name).cast(f.dataType).alias(f.name) for f in spec.schema.fields])
 
 
+def _writer(df: DataFrame, spec: TableSpec):
+    """A Delta writer of ``df`` conformed to the registered schema.
+
+    ``mergeSchema`` lets a table created by an older release gain the columns and struct fields
+    added to the registry since (an upgrade needs no manual ALTER); ``conform`` guarantees that
+    nothing but the registered schema is ever written, so no other drift can get through.
+    """
+    return conform(df, spec).write.format("delta").option("mergeSchema", "true")
+
+
 def ensure_table(spark: SparkSession, spec: TableSpec, root: str) -> str:
     """Create the table from its schema if it does not exist; return its path."""
     from delta.tables import DeltaTable
@@ -75,8 +85,7 @@ def replace_where(df: DataFrame, cfg: Mapping, name: str, predicate: str) -> Non
     """
     spec = table(name)
     path = ensure_table(df.sparkSession, spec, lake_root(cfg))
-    (conform(df, spec).write.format("delta").mode("overwrite")
-     .option("replaceWhere", predicate).save(path))
+    _writer(df, spec).mode("overwrite").option("replaceWhere", predicate).save(path)
     log.info("replaced %s where %s", path, predicate)
 
 
@@ -84,14 +93,14 @@ def overwrite(df: DataFrame, cfg: Mapping, name: str) -> None:
     """Replace the whole table with ``df`` in one commit."""
     spec = table(name)
     path = ensure_table(df.sparkSession, spec, lake_root(cfg))
-    conform(df, spec).write.format("delta").mode("overwrite").save(path)
+    _writer(df, spec).mode("overwrite").save(path)
 
 
 def append(df: DataFrame, cfg: Mapping, name: str) -> None:
     """Append rows to a table in one commit."""
     spec = table(name)
     path = ensure_table(df.sparkSession, spec, lake_root(cfg))
-    conform(df, spec).write.format("delta").mode("append").save(path)
+    _writer(df, spec).mode("append").save(path)
 
 
 def merge_latest(df: DataFrame, cfg: Mapping, name: str, key: str, version_col: str) -> None:
