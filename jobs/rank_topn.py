@@ -27,6 +27,7 @@ from pyspark.sql import functions as F
 
 from jobs.build_sequences import lookup
 from jobs.common import delta_io
+from jobs.common.config import ConfigError
 from jobs.common.runlog import StageRecord
 from schemas import columns as c
 from udfs.topk import shard_value, topk_batches
@@ -154,12 +155,19 @@ def standardise_and_blend(features: DataFrame, weights: Mapping[str, float]) -> 
     return out.withColumn("score", score)
 
 
-def top_n(scored: DataFrame, n: int, max_per_category: int) -> DataFrame:
-    """At most ``max_per_category`` per category, then ranks 1..n by score desc, item id asc."""
-    per_cat = Window.partitionBy(c.USER_ID, c.CATEGORY).orderBy(F.col("score").desc(), F.col(c.ITEM_ID))
-    order = Window.partitionBy(c.USER_ID).orderBy(F.col("score").desc(), F.col(c.ITEM_ID))
-    return (scored.withColumn("_c", F.row_number().over(per_cat)).where(F.col("_c") <= max_per_category)
-            .withColumn("rank", F.row_number().over(order)).where(F.col("rank") <= n).drop("_c"))
+def top_n(scored: DataFrame, n: int, max_per_category: int, max_engaged: int | None = None) -> DataFrame:
+    """At most ``max_per_category`` per category and, of what remains, at most ``max_engaged``
+    items the user already engaged with (``engagement`` > 0; None: no limit), then ranks 1..n by
+    score desc, item id asc."""
+    best = (F.col("score").desc(), F.col(c.ITEM_ID))
+    per_cat = Window.partitionBy(c.USER_ID, c.CATEGORY).orderBy(*best)
+    out = scored.withColumn("_c", F.row_number().over(per_cat)).where(F.col("_c") <= max_per_category)
+    if max_engaged is not None:
+        engaged = F.coalesce(F.col("engagement"), F.lit(0.0)) > 0
+        per_kind = Window.partitionBy(c.USER_ID, engaged).orderBy(*best)
+        out = out.withColumn("_e", F.row_number().over(per_kind)).where(~engaged | (F.col("_e") <= max_engaged)).drop("_e")
+    order = Window.partitionBy(c.USER_ID).orderBy(*best)
+    return out.withColumn("rank", F.row_number().over(order)).where(F.col("rank") <= n).drop("_c")
 
 
 def reasons(ranked: DataFrame, weights: Mapping[str, float]) -> DataFrame:
@@ -274,7 +282,15 @@ def blend_rank(feats: DataFrame, cfg: Mapping, weights: Mapping[str, float] | No
     penalty = F.when(F.col("_neg_sim") >= rk["negative_neighbour_threshold"],
                      F.lit(float(rk["negative_neighbour_penalty"])) * F.col("_neg_sim")).otherwise(0.0)
     scored = scored.withColumn("score", F.col("score") - F.coalesce(penalty, F.lit(0.0)))
-    return top_n(scored, int(rk["top_n"]), int(rk["max_per_category"]))
+    return top_n(scored, int(rk["top_n"]), int(rk["max_per_category"]), max_engaged(rk))
+
+
+def max_engaged(rk: Mapping) -> int | None:
+    """``rank.max_engaged``: None (no limit) or a count >= 0."""
+    value = rk.get("max_engaged")
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        raise ConfigError(f"rank.max_engaged must be null (no limit) or an integer >= 0, got {value!r}")
+    return value
 
 
 def run(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, rec: StageRecord | None = None) -> dict:

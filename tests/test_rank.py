@@ -132,7 +132,34 @@ def test_top_n_shape_ranks_and_exclusions(spark, lake):
     items = delta_io.read_table(spark, cfg, "items_clean")
     per_cat = recs.join(items, "item_id").groupBy("user_id", "category").count()
     assert per_cat.where(F.col("count") > cfg["rank"]["max_per_category"]).count() == 0
+    # engagement = the summed sequence weights of the user's events on the item; capped per list
+    seq = (delta_io.read_table(spark, cfg, "user_sequences").where(F.col("ds") == DS)
+           .select("user_id", F.explode("events").alias("e"))
+           .groupBy("user_id", F.col("e.item_id").alias("item_id")).agg(F.sum("e.weight").alias("w")))
+    both = recs.join(seq, ["user_id", "item_id"], "left").select(
+        F.coalesce("w", F.lit(0.0)).alias("w"), F.col("components.engagement").alias("e"))
+    assert both.where(F.abs(F.col("w") - F.col("e")) > 1e-9).count() == 0
+    assert recs.where(F.col("reason").rlike("^recently (viewed|clicked|added to cart) by you$")).count() > 0
     assert recs.where("reason IS NULL OR reason = '' OR NOT isnotnull(score) OR isnan(score)").count() == 0
+
+
+def test_max_engaged_limits_the_items_a_user_already_engaged_with(spark, lake):
+    from jobs.common.config import ConfigError
+    from jobs.rank_topn import blend_rank, candidate_features
+
+    cfg, _, _ = lake
+    feats, parts = candidate_features(spark, cfg, DS)
+    free = blend_rank(feats, cfg).cache()
+    capped = blend_rank(feats, with_values(cfg, {"rank.max_engaged": 2})).cache()
+    count = lambda df: dict(df.where("engagement > 0").groupBy("user_id").count().collect())  # noqa: E731
+    assert max(count(free).values()) > 2                         # without a limit lists hold more
+    assert max(count(capped).values()) == 2
+    # the freed places go to other candidates: list lengths do not change
+    assert capped.groupBy("user_id").count().exceptAll(free.groupBy("user_id").count()).count() == 0
+    with pytest.raises(ConfigError, match="rank.max_engaged"):
+        blend_rank(feats, with_values(cfg, {"rank.max_engaged": -1}))
+    for df in (free, capped, parts["seqs"], parts["popularity"]):
+        df.unpersist()
 
 
 def test_same_date_twice_gives_the_same_table_and_one_copy(spark, lake):
