@@ -9,9 +9,10 @@ merged with a second top-K), (b) association rules fired by the user's newest it
 popularity (all a cold user gets), (d) the items of the user's sequence. Features per (user,
 candidate): semantic cosine, topic affinity, item sentiment, rule confidence, popularity, and the
 user's time-decayed interest in the item itself (engagement) and in its category; each
-standardised over all candidates and blended with ``rank.weights``. Purchased items and items the user reviewed negatively are
-excluded, near neighbours of the latter demoted; at most ``rank.max_per_category`` items per
-category. Ties break on item id. Writes the ds partition of ``recommendations_staging``; the
+standardised over all candidates and blended with ``rank.weights``. Purchased items and items
+the user reviewed negatively are excluded, near neighbours of the latter demoted; at most
+``rank.max_per_category`` items per category and, when set, ``rank.max_engaged`` items the user
+already engaged with. Ties break on item id. Writes the ds partition of ``recommendations_staging``; the
 publish stage copies it into ``recommendations``.
 """
 from __future__ import annotations
@@ -114,7 +115,7 @@ def engagement(seqs: DataFrame, items: DataFrame) -> tuple[DataFrame, DataFrame]
     """The user's time-decayed interest at two granularities, from the sequence's event weights
     (``sequences.type_weights`` x per-type half-life decay):
 
-    - ``(user_id, item_id, engagement, engaged_verb)``: the summed weight of the user's events on
+    - ``(user_id, item_id, engagement, engaged_type)``: the summed weight of the user's events on
       the item itself and the type of the newest of them;
     - ``(user_id, category, category_affinity)``: the user's share of weight in each category.
     """
