@@ -135,9 +135,13 @@ def engagement(seqs: DataFrame, items: DataFrame) -> tuple[DataFrame, DataFrame]
 # popularity, so that the additive blend acts as affinity x popularity: an item popular in a topic
 # the user never touches does not outrank the favourites of the user's own topics. Engagement
 # enters as log(1 + weight): one more view matters less the more the user already engaged.
+def _log_affinity(col: Column) -> Column:
+    return F.log(col + F.lit(1e-3))
+
+
 BLEND_INPUT = {
-    "topic": lambda col: F.log(col + F.lit(1e-3)),
-    "category_affinity": lambda col: F.log(col + F.lit(1e-3)),
+    "topic": _log_affinity,
+    "category_affinity": _log_affinity,
     "engagement": F.log1p,
 }
 

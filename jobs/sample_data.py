@@ -482,8 +482,8 @@ class Generator:
             "days": self.spec.days,
             "topics": [{"name": t["name"], "words": t["words"]} for t in TOPICS],
             "item_topics": {k: TOPICS[v]["name"] for k, v in self.item_topic.items()},
-            # P(item | its topic) of the behaviour model: with users[u]["end_pref"] it gives the
-            # best ranking any recommender could learn (an upper bound for evaluations)
+            # P(item | its topic) of the behaviour model: with users[u]["end_pref"] and "revisit"
+            # it gives the best ranking any recommender could learn (an upper bound for evaluations)
             "item_topic_share": {iid: round(float(p), 6) for ids, pops in zip(self.by_topic, self.pop)
                                  for iid, p in zip(ids, pops)},
             # share of item picks that revisit an engaged, unbought item, P ~ 2^(-age / half-life)
