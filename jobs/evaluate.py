@@ -187,7 +187,7 @@ def build_features(spark: SparkSession, cfg: Mapping, ecfg: Mapping, train: Data
 
 def _no_decay_values(cfg: Mapping) -> dict:
     return {"sequences.half_life_days": {k: NO_DECAY_DAYS for k in cfg["sequences"]["half_life_days"]},
-            "rank.popularity_half_life_days": NO_DECAY_DAYS}
+            "rank.popularity_half_life_days": NO_DECAY_DAYS, "rank.engagement_half_life_days": NO_DECAY_DAYS}
 
 
 @contextmanager

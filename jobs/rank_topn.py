@@ -111,19 +111,26 @@ def fired_rules(seqs: DataFrame, rules: DataFrame, recent_items: int) -> DataFra
                     F.col("_first").alias("rule_from")))
 
 
-def engagement(seqs: DataFrame, items: DataFrame) -> tuple[DataFrame, DataFrame]:
-    """The user's time-decayed interest at two granularities, from the sequence's event weights
-    (``sequences.type_weights`` x per-type half-life decay):
+def engagement(seqs: DataFrame, items: DataFrame, end: dt.datetime,
+               half_life_days: float) -> tuple[DataFrame, DataFrame]:
+    """The user's time-decayed interest at two granularities, from the sequence:
 
-    - ``(user_id, item_id, engagement, engaged_type)``: the summed weight of the user's events on
-      the item itself and the type of the newest of them;
-    - ``(user_id, category, category_affinity)``: the user's share of weight in each category.
+    - ``(user_id, item_id, engagement, engaged_type)``: how recently the user last touched the
+      item, ``2^(-days since their newest event on it / half_life_days)`` (1 = at ``end``), and
+      the type of that event. Recency rather than a sum of event weights: a shopper comes back to
+      what they looked at yesterday more than to what they looked at often last week;
+    - ``(user_id, category, category_affinity)``: the user's share of sequence weight
+      (``sequences.type_weights`` x per-type decay) in each category.
     """
     ev = (seqs.select(c.USER_ID, F.posexplode("events").alias("_p", "_e"))
           .select(c.USER_ID, "_p", F.col(f"_e.{c.ITEM_ID}").alias(c.ITEM_ID),
-                  F.col(f"_e.{c.EVENT_TYPE}").alias("_type"), F.col("_e.weight").alias("_w")))
+                  F.col(f"_e.{c.EVENT_TYPE}").alias("_type"), F.col(f"_e.{c.EVENT_TS}").alias("_ts"),
+                  F.col("_e.weight").alias("_w")))
+    age_days = (F.lit(end).cast("long") - F.col("_last").cast("long")) / 86400.0
     per_item = (ev.groupBy(c.USER_ID, c.ITEM_ID)
-                .agg(F.sum("_w").alias("engagement"), F.min_by("_type", "_p").alias("engaged_type")))
+                .agg(F.max("_ts").alias("_last"), F.min_by("_type", "_p").alias("engaged_type"))
+                .select(c.USER_ID, c.ITEM_ID, F.pow(F.lit(2.0), -age_days / half_life_days).alias("engagement"),
+                        "engaged_type"))
     per_cat = (ev.join(items.select(c.ITEM_ID, c.CATEGORY), c.ITEM_ID)
                .groupBy(c.USER_ID, c.CATEGORY).agg(F.sum("_w").alias("_cw")))
     total = Window.partitionBy(c.USER_ID)
@@ -134,7 +141,8 @@ def engagement(seqs: DataFrame, items: DataFrame) -> tuple[DataFrame, DataFrame]
 # What the blend sees of each component. Topic and category affinity enter as logs, like
 # popularity, so that the additive blend acts as affinity x popularity: an item popular in a topic
 # the user never touches does not outrank the favourites of the user's own topics. Engagement
-# enters as log(1 + weight): one more view matters less the more the user already engaged.
+# (recency in [0, 1]) enters as log(1 + recency), which narrows the gap between an hour ago and
+# yesterday relative to the gap between yesterday and last week.
 def _log_affinity(col: Column) -> Column:
     return F.log(col + F.lit(1e-3))
 
@@ -162,13 +170,13 @@ def standardise_and_blend(features: DataFrame, weights: Mapping[str, float]) -> 
 
 def top_n(scored: DataFrame, n: int, max_per_category: int, max_engaged: int | None = None) -> DataFrame:
     """At most ``max_per_category`` per category and, of what remains, at most ``max_engaged``
-    items the user already engaged with (``engagement`` > 0; None: no limit), then ranks 1..n by
+    items the user already engaged with (``engaged_type`` set; None: no limit), then ranks 1..n by
     score desc, item id asc."""
     best = (F.col("score").desc(), F.col(c.ITEM_ID))
     per_cat = Window.partitionBy(c.USER_ID, c.CATEGORY).orderBy(*best)
     out = scored.withColumn("_c", F.row_number().over(per_cat)).where(F.col("_c") <= max_per_category)
     if max_engaged is not None:
-        engaged = F.coalesce(F.col("engagement"), F.lit(0.0)) > 0
+        engaged = F.col("engaged_type").isNotNull()
         per_kind = Window.partitionBy(c.USER_ID, engaged).orderBy(*best)
         out = out.withColumn("_e", F.row_number().over(per_kind)).where(~engaged | (F.col("_e") <= max_engaged)).drop("_e")
     order = Window.partitionBy(c.USER_ID).orderBy(*best)
@@ -238,7 +246,7 @@ def candidate_features(spark: SparkSession, cfg: Mapping, ds: dt.date) -> tuple[
     popularity = decayed_popularity(pop_events, end, float(rk["popularity_half_life_days"]),
                                     cfg["sequences"]["type_weights"]).persist(StorageLevel.MEMORY_AND_DISK)
     popular = popularity.orderBy(F.col("popularity").desc(), F.col(c.ITEM_ID)).limit(int(rk["popular_k"]))
-    engaged, category_share = engagement(seqs, items)
+    engaged, category_share = engagement(seqs, items, end, engagement_half_life(rk))
     candidates = (retrieved.select(c.USER_ID, c.ITEM_ID)
                   .unionByName(rules.select(c.USER_ID, c.ITEM_ID))
                   .unionByName(engaged.select(c.USER_ID, c.ITEM_ID))           # at most sequences.max_len per user
@@ -288,6 +296,14 @@ def blend_rank(feats: DataFrame, cfg: Mapping, weights: Mapping[str, float] | No
                      F.lit(float(rk["negative_neighbour_penalty"])) * F.col("_neg_sim")).otherwise(0.0)
     scored = scored.withColumn("score", F.col("score") - F.coalesce(penalty, F.lit(0.0)))
     return top_n(scored, int(rk["top_n"]), int(rk["max_per_category"]), max_engaged(rk))
+
+
+def engagement_half_life(rk: Mapping) -> float:
+    """``rank.engagement_half_life_days``: a number > 0."""
+    value = rk.get("engagement_half_life_days")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ConfigError(f"rank.engagement_half_life_days must be a number of days > 0, got {value!r}")
+    return float(value)
 
 
 def max_engaged(rk: Mapping) -> int | None:

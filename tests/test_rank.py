@@ -132,13 +132,18 @@ def test_top_n_shape_ranks_and_exclusions(spark, lake):
     items = delta_io.read_table(spark, cfg, "items_clean")
     per_cat = recs.join(items, "item_id").groupBy("user_id", "category").count()
     assert per_cat.where(F.col("count") > cfg["rank"]["max_per_category"]).count() == 0
-    # engagement = the summed sequence weights of the user's events on the item; capped per list
+    # engagement = 2^(-days since the user's newest event on the item / half-life); 0 when none
+    end = dt.datetime.combine(DS + dt.timedelta(days=1), dt.time())
+    half_life = cfg["rank"]["engagement_half_life_days"]
     seq = (delta_io.read_table(spark, cfg, "user_sequences").where(F.col("ds") == DS)
            .select("user_id", F.explode("events").alias("e"))
-           .groupBy("user_id", F.col("e.item_id").alias("item_id")).agg(F.sum("e.weight").alias("w")))
+           .groupBy("user_id", F.col("e.item_id").alias("item_id")).agg(F.max("e.event_ts").alias("last")))
     both = recs.join(seq, ["user_id", "item_id"], "left").select(
-        F.coalesce("w", F.lit(0.0)).alias("w"), F.col("components.engagement").alias("e"))
-    assert both.where(F.abs(F.col("w") - F.col("e")) > 1e-9).count() == 0
+        "last", F.col("components.engagement").alias("e"),
+        F.coalesce(F.pow(F.lit(2.0), -(F.lit(end).cast("long") - F.col("last").cast("long")) / 86400.0 / half_life),
+                   F.lit(0.0)).alias("want"))
+    assert both.where(F.abs(F.col("want") - F.col("e")) > 1e-9).count() == 0
+    assert both.where("last IS NOT NULL AND e > 0.5").count() > 0          # some were touched within a half-life
     assert recs.where(F.col("reason").rlike("^recently (viewed|clicked|added to cart) by you$")).count() > 0
     assert recs.where("reason IS NULL OR reason = '' OR NOT isnotnull(score) OR isnan(score)").count() == 0
 
@@ -158,6 +163,8 @@ def test_max_engaged_limits_the_items_a_user_already_engaged_with(spark, lake):
     assert capped.groupBy("user_id").count().exceptAll(free.groupBy("user_id").count()).count() == 0
     with pytest.raises(ConfigError, match="rank.max_engaged"):
         blend_rank(feats, with_values(cfg, {"rank.max_engaged": -1}))
+    with pytest.raises(ConfigError, match="rank.engagement_half_life_days"):
+        candidate_features(spark, with_values(cfg, {"rank.engagement_half_life_days": 0}), DS)
     for df in (free, capped, parts["seqs"], parts["popularity"]):
         df.unpersist()
 
@@ -227,12 +234,11 @@ def test_recall_against_popularity_and_the_planted_ceiling_on_next_day_events(sp
     model = _recall_at_10(recs, future)
     baseline = _recall_at_10({u: popular for u in future}, future)
     ceiling = _recall_at_10(_oracle_recs(spark, cfg, truth, future), future)
-    # measured on 67 users: blend 0.342, popularity 0.177 (1.93x), the planted behaviour model
-    # itself 0.411 (2.32x). The ranking issue's 2x is not quite met on this sample (rank.weights
-    # were chosen on seeds 7 and 13, where the blend reaches 2.00x and 2.18x); the blend gets 83%
-    # of what the generator's own model gets, and this guards that level.
-    assert ceiling > model >= 1.75 * baseline, (model, baseline, ceiling)
-    assert model >= 0.75 * ceiling, (model, ceiling)
+    # measured on 67 users: blend 0.367, popularity 0.177 (2.07x), the planted behaviour model
+    # itself 0.411 (2.32x). rank.weights and rank.engagement_half_life_days were chosen on seeds 7
+    # and 13 (2.17x and 2.30x there), never on this one.
+    assert ceiling > model >= 2.0 * baseline, (model, baseline, ceiling)
+    assert model >= 0.85 * ceiling, (model, ceiling)
 
 
 def test_a_service_reads_the_table_without_spark(spark, lake):
