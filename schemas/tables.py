@@ -237,7 +237,7 @@ COMPONENTS = StructType([
     StructField("sentiment", DoubleType(), True),     # item's smoothed review sentiment
     StructField("rule", DoubleType(), True),          # best confidence of a fired rule
     StructField("popularity", DoubleType(), True),    # log(1 + decayed popularity)
-    StructField("engagement", DoubleType(), True),    # decayed weight of the user's events on the item
+    StructField("engagement", DoubleType(), True),    # recency of the user's last event on the item, in [0, 1]
     StructField("category_affinity", DoubleType(), True),  # user's decayed share of weight in the item's category
 ])
 
