@@ -106,7 +106,10 @@ def append(df: DataFrame, cfg: Mapping, name: str) -> None:
 def merge_latest(df: DataFrame, cfg: Mapping, name: str, key: str, version_col: str) -> None:
     """Upsert ``df`` on ``key``: a source row replaces the target row when it is at least as new.
 
-    ``df`` must hold at most one row per key (the caller keeps the latest version).
+    ``df`` must hold at most one row per key (the caller keeps the latest version). Like the
+    other writes, the merge evolves a table created by an older release to the registered schema
+    (without it Delta would drop the new columns of ``df`` silently); rows it does not touch read
+    NULL there.
     """
     from delta.tables import DeltaTable
 
@@ -115,6 +118,7 @@ def merge_latest(df: DataFrame, cfg: Mapping, name: str, key: str, version_col: 
     target = DeltaTable.forPath(df.sparkSession, path)
     (target.alias("t")
      .merge(conform(df, spec).alias("s"), f"t.`{key}` = s.`{key}`")
+     .withSchemaEvolution()
      .whenMatchedUpdateAll(condition=f"s.`{version_col}` >= t.`{version_col}`")
      .whenNotMatchedInsertAll()
      .execute())

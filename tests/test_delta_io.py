@@ -1,0 +1,43 @@
+"""Delta writes across releases: a table created by an older release of the registry gains the
+columns and struct fields added since on its next write, whichever way it is written."""
+import datetime as dt
+
+from pyspark.sql.types import StructField, StructType
+
+from jobs.common import delta_io
+from schemas.registry import table
+
+
+def test_a_table_written_by_an_older_release_gains_the_new_fields_on_the_next_write(spark, lake_cfg):
+    schema = table("recommendations_staging").schema
+    old_parts = StructType([f for f in schema["components"].dataType.fields if f.name not in ("engagement", "category_affinity")])
+    old = StructType([StructField(f.name, old_parts, f.nullable) if f.name == "components" else f for f in schema.fields])
+    day1, day2 = dt.date(2026, 6, 1), dt.date(2026, 6, 2)
+    parts = {"semantic": 0.9, "topic": 0.1, "sentiment": 0.0, "rule": None, "popularity": 1.0}
+    spark.createDataFrame([(d, "u1", 1, "i1", 1.0, parts, "r", "v0", "run-0") for d in (day1, day2)], old) \
+        .write.format("delta").partitionBy("ds").save(delta_io.table_path(lake_cfg, "recommendations_staging"))
+    new = spark.createDataFrame([(day2, "u1", 1, "i2", 2.0, {**parts, "engagement": 0.5, "category_affinity": 0.25},
+                                  "r", "v1", "run-1")], schema)
+    delta_io.replace_where(new, lake_cfg, "recommendations_staging", f"ds = DATE'{day2}'")
+    rows = {r["ds"]: r for r in delta_io.read_table(spark, lake_cfg, "recommendations_staging").collect()}
+    assert rows[day2]["item_id"] == "i2" and rows[day2]["components"]["engagement"] == 0.5
+    assert rows[day1]["item_id"] == "i1" and rows[day1]["components"]["engagement"] is None   # older rows: NULL
+
+
+def test_an_upsert_into_a_table_of_an_older_release_adds_the_new_column(spark, lake_cfg):
+    schema = table("items_clean").schema
+    old = StructType([f for f in schema.fields if f.name != "brand"])     # as if brand came later
+    t0, t1 = dt.datetime(2026, 6, 1, 8), dt.datetime(2026, 6, 2, 8)
+    day1, day2 = dt.date(2026, 6, 1), dt.date(2026, 6, 2)
+    row = lambda iid, title, ts, ds, run, **extra: {  # noqa: E731
+        "item_id": iid, "title": title, "category": "Books", "price": 9.5, "description": "d", "tags": ["a"],
+        "updated_at": ts, "text_truncated": False, "source_file": "f", "run_id": run, "ds": ds, **extra}
+    spark.createDataFrame([row("i0", "kept", t0, day1, "run-0"), row("i1", "old title", t0, day1, "run-0")], old) \
+        .write.format("delta").save(delta_io.table_path(lake_cfg, "items_clean"))
+    new = spark.createDataFrame([row("i1", "new title", t1, day2, "run-1", brand="Quill"),
+                                 row("i2", "added", t1, day2, "run-1", brand="Penrose")], schema)
+    delta_io.merge_latest(new, lake_cfg, "items_clean", "item_id", "updated_at")
+    got = delta_io.read_table(spark, lake_cfg, "items_clean")
+    assert "brand" in got.columns
+    rows = {r["item_id"]: (r["title"], r["brand"]) for r in got.collect()}
+    assert rows == {"i0": ("kept", None), "i1": ("new title", "Quill"), "i2": ("added", "Penrose")}
