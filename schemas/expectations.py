@@ -166,6 +166,11 @@ def _user_sequences(df: DataFrame, ctx: SuiteContext) -> DataFrame:
     return df.withColumn("_events_len", F.size("events"))
 
 
+def _in_unit(col: str) -> Column:
+    """``col`` lies in [0, 1] (NULL passes: rows written before the component existed)."""
+    return F.coalesce(F.col(col).between(0.0, 1.0 + 1e-9), F.lit(True))
+
+
 def _recommendations(df: DataFrame, ctx: SuiteContext) -> DataFrame:
     per_user = Window.partitionBy(c.USER_ID)
     known = ctx.read("items_clean").select(c.ITEM_ID, F.lit(True).alias("_item_known"))
@@ -173,6 +178,7 @@ def _recommendations(df: DataFrame, ctx: SuiteContext) -> DataFrame:
            .withColumn("_user_rank", F.concat_ws("#", c.USER_ID, F.col("rank").cast("string")))
            .withColumn("_user_item", F.concat_ws("#", c.USER_ID, c.ITEM_ID))
            .withColumn("_score_finite", ~(F.isnan("score") | F.col("score").isin(float("inf"), float("-inf"))))
+           .withColumn("_components_in_range", _in_unit("components.engagement") & _in_unit("components.category_affinity"))
            .join(known, c.ITEM_ID, "left")
            .withColumn("_item_known", F.coalesce("_item_known", F.lit(False))))
     if ctx.excluded is not None:
@@ -212,6 +218,7 @@ def _recommendation_checks(ctx: SuiteContext) -> list[Check]:
             unique("_user_item", description="an item at most once per user"),
             true("_item_known", "recommended item exists in items_clean"),
             true("_score_finite", "score is finite (not NaN or infinite)"),
+            true("_components_in_range", "components.engagement (recency) and components.category_affinity (a share) within [0, 1]"),
             in_set("_excluded", [False], description="no excluded item (purchased or negatively reviewed)"),
             in_set("_rows_for_user", [n], WARN, f"users get a full list of {n}",
                    mostly=float(ctx.cfg["dq"]["full_list_share"])),

@@ -113,7 +113,8 @@ def test_duplicated_rank_blocks_publish_and_resume_runs_only_the_rest(spark, nig
     staged = delta_io.read_table(spark, cfg, "recommendations_staging").where(F.col("ds") == DS)
     first = staged.orderBy("user_id", "rank").limit(1)
     other = staged.join(first.select("user_id"), "user_id", "left_anti").select("item_id").limit(1)
-    planted = first.drop("item_id").crossJoin(other).withColumn("run_id", F.lit("planted"))
+    planted = (first.drop("item_id").crossJoin(other).withColumn("run_id", F.lit("planted"))
+               .withColumn("components", F.col("components").withField("engagement", F.lit(2.0))))
     delta_io.append(planted, cfg, "recommendations_staging")
 
     # the CLI entry point (also what spark-submit runs) exits 3
@@ -127,6 +128,7 @@ def test_duplicated_rank_blocks_publish_and_resume_runs_only_the_rest(spark, nig
     assert report["status"] == "dq_gate_failed"
     failures = report["dq"]["tables"]["recommendations_staging"]["failures"]
     assert any(f["description"] == "rank unique per user" and f["unexpected"] == 2 for f in failures)
+    assert any(f["description"].startswith("components.engagement") and f["unexpected"] == 1 for f in failures)
 
     # repair the staging table; a plain re-run resumes at validate and runs only what is left
     DeltaTable.forPath(spark, delta_io.table_path(cfg, "recommendations_staging")).delete("run_id = 'planted'")
