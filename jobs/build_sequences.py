@@ -34,12 +34,17 @@ def lookup(mapping: Mapping[str, object], key: Column) -> Column:
     return F.create_map(*[F.lit(x) for kv in mapping.items() for x in kv])[key]
 
 
-def decay_weight(event_type: Column, age_days: Column, type_weights: Mapping[str, float],
+def age_days(end: dt.datetime, ts: Column) -> Column:
+    """Days from the timestamp ``ts`` to ``end`` (fractional; the clock of the session time zone)."""
+    return (F.lit(end).cast("long") - ts.cast("long")) / 86400.0
+
+
+def decay_weight(event_type: Column, age: Column, type_weights: Mapping[str, float],
                  half_life_days: Mapping[str, float]) -> Column:
     """``type_weight * exp(-ln 2 * age / half_life)`` for each event (both per event type)."""
     tw = lookup({k: float(v) for k, v in type_weights.items()}, event_type)
     hl = lookup({k: float(v) for k, v in half_life_days.items()}, event_type)
-    return tw * F.exp(-F.lit(math.log(2.0)) * age_days / hl)
+    return tw * F.exp(-F.lit(math.log(2.0)) * age / hl)
 
 
 def sessionize(events: DataFrame, gap_minutes: float, col_user: str = c.USER_ID,
@@ -74,10 +79,10 @@ def sequence_events(
     session id, rank (``rn`` 1 = newest) and the item's title and category."""
     start = end - dt.timedelta(days=lookback_days)
     window = events.where((F.col(col_ts) >= F.lit(start)) & (F.col(col_ts) < F.lit(end)))
-    age_days = (F.lit(end).cast("long") - F.col(col_ts).cast("long")) / 86400.0
+    age = age_days(end, F.col(col_ts))
     newest_first = Window.partitionBy(col_user).orderBy(F.col(col_ts).desc(), F.col(c.EVENT_ID).desc())
     ranked = (sessionize(window, session_gap_minutes, col_user, col_ts)
-              .withColumn("weight", decay_weight(F.col(c.EVENT_TYPE), age_days, type_weights, half_life_days))
+              .withColumn("weight", decay_weight(F.col(c.EVENT_TYPE), age, type_weights, half_life_days))
               .withColumn("rn", F.row_number().over(newest_first))
               .where(F.col("rn") <= max_len))
     meta = items.select(F.col(c.ITEM_ID).alias(col_item), c.TITLE, c.CATEGORY)

@@ -26,7 +26,7 @@ from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from jobs.build_sequences import lookup
+from jobs.build_sequences import age_days, lookup
 from jobs.common import delta_io
 from jobs.common.config import ConfigError
 from jobs.common.runlog import StageRecord
@@ -92,8 +92,7 @@ def decayed_popularity(events: DataFrame, end: dt.datetime, half_life_days: floa
                        type_weights: Mapping[str, float]) -> DataFrame:
     """``(item_id, popularity)`` = log(1 + sum of type weight * 2^(-age / half-life))."""
     tw = lookup({k: float(v) for k, v in type_weights.items()}, F.col(c.EVENT_TYPE))
-    age_days = (F.lit(end).cast("long") - F.col(c.EVENT_TS).cast("long")) / 86400.0
-    w = F.coalesce(tw, F.lit(1.0)) * F.pow(F.lit(2.0), -age_days / half_life_days)
+    w = F.coalesce(tw, F.lit(1.0)) * F.pow(F.lit(2.0), -age_days(end, F.col(c.EVENT_TS)) / half_life_days)
     return events.groupBy(c.ITEM_ID).agg(F.log1p(F.sum(w)).alias("popularity"))
 
 
@@ -126,10 +125,9 @@ def engagement(seqs: DataFrame, items: DataFrame, end: dt.datetime,
           .select(c.USER_ID, "_p", F.col(f"_e.{c.ITEM_ID}").alias(c.ITEM_ID),
                   F.col(f"_e.{c.EVENT_TYPE}").alias("_type"), F.col(f"_e.{c.EVENT_TS}").alias("_ts"),
                   F.col("_e.weight").alias("_w")))
-    age_days = (F.lit(end).cast("long") - F.col("_last").cast("long")) / 86400.0
     per_item = (ev.groupBy(c.USER_ID, c.ITEM_ID)
                 .agg(F.max("_ts").alias("_last"), F.min_by("_type", "_p").alias("engaged_type"))
-                .select(c.USER_ID, c.ITEM_ID, F.pow(F.lit(2.0), -age_days / half_life_days).alias("engagement"),
+                .select(c.USER_ID, c.ITEM_ID, F.pow(F.lit(2.0), -age_days(end, F.col("_last")) / half_life_days).alias("engagement"),
                         "engaged_type"))
     per_cat = (ev.join(items.select(c.ITEM_ID, c.CATEGORY), c.ITEM_ID)
                .groupBy(c.USER_ID, c.CATEGORY).agg(F.sum("_w").alias("_cw")))
