@@ -3,12 +3,13 @@
     spark-submit --packages io.delta:delta-spark_4.1_2.13:4.4.0 \\
         jobs/fit_topics.py --date 2026-06-30 --conf conf/cluster.yaml
 
-Pipeline: RegexTokenizer -> StopWordsRemover -> CountVectorizer (``topics.vocab_size``,
-``topics.min_df``) -> LDA (online optimizer, ``topics.k``). The fitted pipeline is saved under
-``<lake>/_models/lda/<ds>`` and recorded in ``topic_models``; later runs load it until it is
-``topics.refit_every_days`` old. Writes the ds partitions of ``topic_terms``, ``item_topics`` and
-``user_topics`` (the decay-weighted mean of the item distributions in each user's sequence,
-with the weights of ``user_sequences``).
+Pipeline: RegexTokenizer -> StopWordsRemover -> term counts over a vocabulary (the
+``topics.vocab_size`` most frequent terms found in at least ``topics.min_df`` item texts, ties by
+term) -> LDA (online optimizer, ``topics.k``, ``topics.seed``; the same data gives the same fit).
+The fitted pipeline is saved under ``<lake>/_models/lda/<ds>`` and recorded in ``topic_models``;
+later runs load it until it is ``topics.refit_every_days`` old. Writes the ds partitions of
+``topic_terms``, ``item_topics`` and ``user_topics`` (the decay-weighted mean of the item
+distributions in each user's sequence, with the weights of ``user_sequences``).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from typing import Mapping
 
 from pyspark.ml import Pipeline, PipelineModel
 from pyspark.ml.clustering import LDA
-from pyspark.ml.feature import CountVectorizer, RegexTokenizer, StopWordsRemover
+from pyspark.ml.feature import CountVectorizerModel, RegexTokenizer, StopWordsRemover
 from pyspark.ml.functions import vector_to_array
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -44,11 +45,24 @@ def token_stages(input_col: str, output_col: str) -> list:
             StopWordsRemover(inputCol="_tokens", outputCol=output_col)]
 
 
-def topic_pipeline(k: int, vocab_size: int, min_df: float, max_iter: int, seed: int) -> Pipeline:
-    """The unfitted LDA pipeline over a ``doc`` column."""
+def vocabulary(docs: DataFrame, vocab_size: int, min_df: float) -> list[str]:
+    """The ``vocab_size`` most frequent terms of the ``doc`` column that occur in at least
+    ``min_df`` documents (a share of them when below 1), CountVectorizer's rule, with ties broken by
+    the term: CountVectorizer breaks them by the order in which shuffled counts arrive, so two runs
+    on the same data could index different vocabularies and fit different models."""
+    terms = Pipeline(stages=token_stages("doc", "_terms")).fit(docs).transform(docs)
+    counts = (terms.select(c.ITEM_ID, F.explode("_terms").alias("term")).groupBy("term")
+              .agg(F.count("*").alias("tf"), F.countDistinct(c.ITEM_ID).alias("df")))
+    min_docs = min_df if min_df >= 1 else min_df * docs.count()
+    kept = counts.where(F.col("df") >= F.lit(min_docs)).orderBy(F.col("tf").desc(), F.col("term")).limit(vocab_size)
+    return [r["term"] for r in kept.collect()]   # at most vocab_size terms
+
+
+def topic_pipeline(vocab: list[str], k: int, max_iter: int, seed: int) -> Pipeline:
+    """The LDA pipeline over a ``doc`` column: tokens, counts over ``vocab``, online LDA."""
     return Pipeline(stages=[
         *token_stages("doc", "_terms"),
-        CountVectorizer(inputCol="_terms", outputCol="_counts", vocabSize=vocab_size, minDF=min_df),
+        CountVectorizerModel.from_vocabulary(vocab, inputCol="_terms", outputCol="_counts"),
         LDA(k=k, maxIter=max_iter, optimizer="online", seed=seed, featuresCol="_counts",
             topicDistributionCol="_topics"),
     ])
@@ -112,14 +126,20 @@ def run(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, rec: StageR
     if tc["use_reviews"]:
         reviews = (delta_io.read_table(spark, cfg, "events_clean")
                    .where((F.col(c.EVENT_DATE) <= F.lit(ds)) & F.col(c.REVIEW_TEXT).isNotNull()))
-    docs = item_documents(items, reviews).cache()
+    # A fixed layout: the online optimiser samples mini-batches partition by partition, so the rows'
+    # order must not depend on how the Delta files happen to be listed (two lakes with the same
+    # data fitted different models before). Hash partitions by item id, sorted inside: with the
+    # deterministic vocabulary the same data gives the same fit for a fixed seed and parallelism.
+    slots = max(1, spark.sparkContext.defaultParallelism)
+    docs = (item_documents(items, reviews).repartition(slots, c.ITEM_ID).sortWithinPartitions(c.ITEM_ID)
+            .cache())
     n_docs = docs.count()
     latest = latest_model(spark, cfg, ds)
     refit = needs_refit(latest, ds, int(tc["refit_every_days"]), int(tc["k"]))
     if refit:
         path = f"{delta_io.lake_root(cfg)}/_models/lda/{ds.isoformat()}"
-        model = topic_pipeline(int(tc["k"]), int(tc["vocab_size"]), float(tc["min_df"]), int(tc["max_iter"]),
-                               int(tc["seed"])).fit(docs)
+        vocab = vocabulary(docs, int(tc["vocab_size"]), float(tc["min_df"]))
+        model = topic_pipeline(vocab, int(tc["k"]), int(tc["max_iter"]), int(tc["seed"])).fit(docs)
         model.write().overwrite().save(path)
         model_ds = ds
         record = spark.createDataFrame(
