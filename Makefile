@@ -6,7 +6,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 JARS := $(VENV)/.jars-resolved
 
-.PHONY: install jars demo test pyfiles deploy-check clean-demo
+AIRFLOW_VENV ?= .venv-airflow
+AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
+
+.PHONY: install jars demo test pyfiles deploy-check clean-demo airflow-venv
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +29,17 @@ jars: $(JARS)
 demo: $(JARS)
 	$(BIN)/recjobs demo
 
-test: $(JARS)
-	$(BIN)/python -m pytest -q tests
+# Airflow in a virtualenv of its own (its pins clash with the jobs' packages); the DAG test uses it.
+$(AIRFLOW_STAMP): deploy/airflow-requirements.txt
+	$(PYTHON) -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/python -m pip install --upgrade pip
+	$(AIRFLOW_VENV)/bin/python -m pip install -r deploy/airflow-requirements.txt
+	touch $(AIRFLOW_STAMP)
+
+airflow-venv: $(AIRFLOW_STAMP)
+
+test: $(JARS) $(AIRFLOW_STAMP)
+	RECJOBS_AIRFLOW_PYTHON=$(AIRFLOW_VENV)/bin/python $(BIN)/python -m pytest -q tests
 
 # The --py-files zip for spark-submit (deploy/spark-submit.sh builds it too).
 pyfiles: $(STAMP)

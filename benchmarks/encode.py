@@ -40,7 +40,7 @@ def plain_transformers(texts: list[str], cores: int, batch: int = 64) -> float:
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    from udfs.text_encoder import resolve_model
+    from udfs.models import resolve_model
 
     torch.set_num_threads(cores)
     folder, _ = resolve_model("packaged:all-MiniLM-L6-v2")

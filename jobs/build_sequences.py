@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import math
 import sys
 from typing import Mapping
 
@@ -20,46 +19,14 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from jobs.common import delta_io
-from jobs.common.errors import ConfigError
+from jobs.common.events import age_days, day_end, decay_weight, lookup, sessionize
 from jobs.common.runlog import StageRecord
+from jobs.common.settings import SequenceSettings
 from schemas import columns as c
 
 log = logging.getLogger(__name__)
 
 STAGE = "build_sequences"
-
-
-def lookup(mapping: Mapping[str, object], key: Column) -> Column:
-    """``mapping[key]`` as a column (NULL for a key the mapping lacks)."""
-    return F.create_map(*[F.lit(x) for kv in mapping.items() for x in kv])[key]
-
-
-def age_days(end: dt.datetime, ts: Column) -> Column:
-    """Days from the timestamp ``ts`` to ``end`` (fractional; the clock of the session time zone)."""
-    return (F.lit(end).cast("long") - ts.cast("long")) / 86400.0
-
-
-def decay_weight(event_type: Column, age: Column, type_weights: Mapping[str, float],
-                 half_life_days: Mapping[str, float]) -> Column:
-    """``type_weight * exp(-ln 2 * age / half_life)`` for each event (both per event type)."""
-    tw = lookup({k: float(v) for k, v in type_weights.items()}, event_type)
-    hl = lookup({k: float(v) for k, v in half_life_days.items()}, event_type)
-    return tw * F.exp(-F.lit(math.log(2.0)) * age / hl)
-
-
-def sessionize(events: DataFrame, gap_minutes: float, col_user: str = c.USER_ID,
-               col_ts: str = c.EVENT_TS) -> DataFrame:
-    """Add ``session_id``: a gap of more than ``gap_minutes`` between a user's events starts a
-    new session; the id is the user and the session's first timestamp (stable across days)."""
-    by_time = Window.partitionBy(col_user).orderBy(F.col(col_ts), F.col(c.EVENT_ID))
-    gap_s = F.col(col_ts).cast("long") - F.lag(F.col(col_ts).cast("long")).over(by_time)
-    numbered = (events
-                .withColumn("_new", F.when(gap_s.isNull() | (gap_s > gap_minutes * 60), 1).otherwise(0))
-                .withColumn("_session_no", F.sum("_new").over(by_time.rowsBetween(Window.unboundedPreceding, 0))))
-    session_start = F.min(col_ts).over(Window.partitionBy(col_user, "_session_no"))
-    return (numbered.withColumn(c.SESSION_ID, F.concat_ws("@", F.col(col_user),
-                                                          F.date_format(session_start, "yyyyMMdd'T'HHmmss")))
-            .drop("_new", "_session_no"))
 
 
 def sequence_events(
@@ -120,31 +87,16 @@ def build_user_sequences(seq_events: DataFrame, verbs: Mapping[str, str], max_ch
         F.size("_seq").alias("n_events"), F.col("n_sessions").cast("int").alias("n_sessions"), "last_event_ts")
 
 
-def check_event_types(seq_cfg: Mapping, event_types) -> None:
-    """Every accepted event type needs a weight and a half-life."""
-    for key in ("type_weights", "half_life_days"):
-        missing = [t for t in event_types if t not in seq_cfg[key]]
-        if missing:
-            raise ConfigError(f"sequences.{key} has no entry for event type(s) {missing} listed in "
-                              f"clean.event_types; add them to sequences.{key}")
-        bad = [k for k, v in seq_cfg[key].items() if not isinstance(v, (int, float)) or v <= 0]
-        if bad:
-            raise ConfigError(f"sequences.{key} values must be positive numbers; fix {bad}")
-
-
 def run(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, rec: StageRecord | None = None) -> dict:
     """Build ``user_sequences`` for ds."""
     rec = rec or StageRecord()
-    seq_cfg = cfg["sequences"]
-    check_event_types(seq_cfg, cfg["clean"]["event_types"])
-    end = dt.datetime.combine(ds + dt.timedelta(days=1), dt.time())
+    s = SequenceSettings.from_config(cfg)
     events = delta_io.read_table(spark, cfg, "events_clean").where(
-        F.col(c.EVENT_DATE) >= F.lit(ds - dt.timedelta(days=int(seq_cfg["lookback_days"]))))
+        F.col(c.EVENT_DATE) >= F.lit(ds - dt.timedelta(days=s.lookback_days)))
     items = delta_io.read_table(spark, cfg, "items_clean")
-    seq_events = sequence_events(events, items, end, int(seq_cfg["lookback_days"]), int(seq_cfg["max_len"]),
-                                 float(seq_cfg["session_gap_minutes"]), seq_cfg["type_weights"],
-                                 seq_cfg["half_life_days"])
-    sequences = (build_user_sequences(seq_events, seq_cfg["verbs"], int(seq_cfg["max_text_chars"]))
+    seq_events = sequence_events(events, items, day_end(ds), s.lookback_days, s.max_len, s.session_gap_minutes,
+                                 s.type_weights, s.half_life_days)
+    sequences = (build_user_sequences(seq_events, s.verbs, s.max_text_chars)
                  .withColumn(c.DS, F.lit(ds)).withColumn(c.RUN_ID, F.lit(run_id)))
     delta_io.replace_where(sequences, cfg, "user_sequences", f"ds = DATE'{ds.isoformat()}'")
     written = delta_io.read_table(spark, cfg, "user_sequences").where(F.col(c.DS) == F.lit(ds))
@@ -153,7 +105,8 @@ def run(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, rec: StageR
     summary = {"users": stats["users"], "events": int(stats["events"] or 0),
                "avg_len": round(float(stats["avg_len"] or 0), 2),
                "path": delta_io.table_path(cfg, "user_sequences")}
-    return rec.finish(STAGE, summary, rows_out=summary["users"])
+    line = f"sequences: {summary['users']} users, {summary['events']} events (mean length {summary['avg_len']})"
+    return rec.finish(STAGE, summary, rows_out=summary["users"], line=line)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,9 +23,11 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from jobs.common import delta_io
+from jobs.common.events import day_end
 from jobs.common.raw_io import (FILE, MALFORMED, RAW, clean_id, has_invalid_utf8, parse_timestamp,
                                 read_raw, resolve_path, truncate_text)
 from jobs.common.runlog import StageRecord
+from jobs.common.settings import CleanSettings
 from schemas import columns as c
 from schemas.tables import RAW_EVENTS, RAW_ITEMS
 
@@ -68,7 +70,7 @@ class Window_:
 
     @classmethod
     def for_date(cls, ds: dt.date, days: int) -> "Window_":
-        end = dt.datetime.combine(ds + dt.timedelta(days=1), dt.time())
+        end = day_end(ds)
         return cls(end - dt.timedelta(days=days), end)
 
     @property
@@ -235,12 +237,12 @@ def run(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, rec: StageR
         InputError: An input path is missing or unreadable.
     """
     rec = rec or StageRecord()
-    clean_cfg, in_cfg = cfg["clean"], cfg["input"]
-    window = Window_.for_date(ds, int(clean_cfg["window_days"]))
-    max_text = int(clean_cfg["max_text_length"])
-    read_opts = dict(fmt=in_cfg["format"], csv_separator=in_cfg["csv_separator"], csv_header=in_cfg["csv_header"])
-    items_path = resolve_path(in_cfg["items_path"], ds)
-    events_path = resolve_path(in_cfg["events_path"], ds)
+    s = CleanSettings.from_config(cfg)
+    window = Window_.for_date(ds, s.window_days)
+    max_text = s.max_text_length
+    read_opts = dict(fmt=s.input_format, csv_separator=s.csv_separator, csv_header=s.csv_header)
+    items_path = resolve_path(s.items_path, ds)
+    events_path = resolve_path(s.events_path, ds)
 
     # Items first: the events check item ids against the merged catalogue.
     raw_items = read_raw(spark, items_path, schema=RAW_ITEMS, conf_key="input.items_path", **read_opts)
@@ -257,11 +259,11 @@ def run(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, rec: StageR
     raw_events = read_raw(spark, events_path, schema=RAW_EVENTS, conf_key="input.events_path", **read_opts)
     events = classify_events(
         normalise_events(raw_events, max_text), known_items, window,
-        clean_cfg["event_types"], float(clean_cfg["rating_min"]), float(clean_cfg["rating_max"]),
+        s.event_types, float(s.rating_min), float(s.rating_max),
     ).persist()
     raw_events_n = events.count()
     deduped = dedup_events(events.where(F.col(REASON).isNull()))
-    flagged = flag_bots(deduped, int(clean_cfg["bot_max_events_per_hour"])).persist()
+    flagged = flag_bots(deduped, s.bot_max_events_per_hour).persist()
     deduped_n = flagged.count()
     event_counts = _reason_counts(events)
     valid_events_n = event_counts.get(None, 0)
@@ -295,10 +297,14 @@ def run(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, rec: StageR
                   "identity_holds": raw_items_n == items_kept + quarantined_items + items_superseded},
         "paths": {name: delta_io.table_path(cfg, name) for name in ("events_clean", "items_clean", "quarantine")},
     }
+    accounts = []
     for part in ("events", "items"):
-        s = summary[part]
-        log.info("%s: raw %d = clean %d + quarantined %d + duplicates %d (%s)", part, s["raw"], s["clean"],
-                 s["quarantined"], s["duplicates_removed"], "holds" if s["identity_holds"] else "BROKEN")
+        p = summary[part]
+        accounts.append(f"{part}: raw {p['raw']} = clean {p['clean']} + quarantined {p['quarantined']} + duplicates "
+                        f"removed {p['duplicates_removed']} (identity {'holds' if p['identity_holds'] else 'BROKEN'}; "
+                        f"quarantined by reason {p['by_reason']})")
+        log.info("%s", accounts[-1])
+    summary["line"] = "; ".join(accounts)
     for df in (items, latest, events, flagged):
         df.unpersist()
     if not (summary["events"]["identity_holds"] and summary["items"]["identity_holds"]):

@@ -7,7 +7,13 @@
     recjobs dq --date D [--json]              data-quality summary, Data Docs path
     recjobs eval --date D [--show]            metrics of the blend, ablations and baselines
     recjobs import movielens|amazon SRC --out DIR [--meta FILE]
+    recjobs recs --user U [--date D] [--explain] [--json]
+    recjobs sql "SELECT ..." [--limit N]      SQL over the lake's tables (one view per table)
+    recjobs maintain                          OPTIMIZE (ZORDER BY user_id) and VACUUM every table
     recjobs stages                            the stages, in order
+
+Queries live in ``jobs/queries.py``, the nightly in ``jobs/nightly.py``; this module parses
+arguments and dispatches.
 
 Exit codes: 0 done, 2 bad configuration or input (one-line reason), 3 data-quality gate failed,
 1 anything else.
@@ -99,7 +105,7 @@ def _cmd_dq(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from jobs.common.runlog import new_run_id
     from jobs.common.session import get_spark
-    from jobs.evaluate import metrics_table
+    from jobs.queries import metrics_table
 
     cfg = config_from_args(args)
     spark = get_spark(cfg, app_name="recjobs-eval")
@@ -129,11 +135,16 @@ def _cmd_stages(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    from pyspark.sql import functions as F
+
     from conf import CONF_DIR
+    from jobs.common import delta_io
     from jobs.common.config import load_config, log_config
     from jobs.common.session import get_spark
     from jobs.nightly import run_nightly
+    from jobs.queries import metrics_table, show_recs
     from jobs.sample_data import SampleSpec, generate
+    from schemas.registry import TABLES
 
     out = Path(args.out)
     sample = out / "sample"
@@ -159,66 +170,22 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         print(f"recjobs: error: {out_run['error']}", file=sys.stderr)
         return out_run["exit_code"]
     results, run_id = out_run["results"], out_run["plan"].run_id
-    clean = results["clean"]
     print("\n=== recjobs demo ===")
     print(f"run date {ds}, run id {run_id}")
-    for part in ("events", "items"):
-        s = clean[part]
-        print(f"{part:6s}: raw {s['raw']} = clean {s['clean']} + quarantined {s['quarantined']} "
-              f"+ duplicates removed {s['duplicates_removed']}  "
-              f"(identity {'holds' if s['identity_holds'] else 'BROKEN'})")
-        print(f"        quarantined by reason: {s['by_reason']}")
-    if "build_sequences" in results:
-        s = results["build_sequences"]
-        print(f"sequences: {s['users']} users, {s['events']} events (mean length {s['avg_len']})")
-    if "encode_items" in results:
-        s = results["encode_items"]
-        print(f"items encoded: {s['encoded']} of {s['items']} with {s['model_id']} "
-              f"(dim {s['dim']}, revision {s['model_revision']})")
-    if "encode_users" in results:
-        s = results["encode_users"]
-        print(f"users encoded: {s['users']} ({s['without_item_vectors']} without item vectors; "
-              f"mix {s['weights']})")
-    if "fit_topics" in results:
-        s = results["fit_topics"]
-        print(f"topics: k={s['k']} ({'fitted' if s['refit'] else 'reused model of ' + s['model_ds']}), "
-              f"{s['items']} items, {s['users']} user profiles; model at {s['model_path']}")
-    if "score_sentiment" in results:
-        s = results["score_sentiment"]
-        print(f"sentiment ({s['backend']}): {s['reviews_total']} reviews, mean {s['mean_score']}, "
-              f"{s['negative_reviews']} negative")
-    if "keywords" in results:
-        print(f"keywords: {results['keywords']['users']} users")
-    if "rank_topn" in results:
-        s = results["rank_topn"]
-        print(f"ranked: {s['rows']} recommendations for {s['users_with_recs']} users "
-              f"({s['users_short_of_n']} short of {s['top_n']})")
-    if "validate" in results:
-        s = results["validate"]
-        print(f"data quality: {s['expectations']} expectations on {len(s['tables'])} tables, "
-              f"{s['failed_error']} error-level and {s['failed_warn']} warn-level failures "
-              f"(gate {'passed' if s['passed'] else 'FAILED'}); Data Docs: {s['data_docs']}")
-    if "publish" in results:
-        print(f"published: version {results['publish']['version']} of {results['publish']['path']}")
-    if "mine_rules" in results:
-        s = results["mine_rules"]
-        print(f"rules: {s['rules']} rules from {s['baskets']} {s['basket']} baskets")
+    for stage, summary in results.items():
+        if isinstance(summary, dict) and summary.get("line"):
+            print(summary["line"])
     print("tables:")
-    from jobs.common.delta_io import table_path
-    from schemas.registry import TABLES
-
     for name in TABLES:
-        print(f"  {name:16s} {table_path(cfg, name)}")
+        print(f"  {name:16s} {delta_io.table_path(cfg, name)}")
     if "publish" in results:
-        first_user = (spark.read.format("delta").load(table_path(cfg, "recommendations"))
-                      .where(f"ds = DATE'{ds.isoformat()}'").agg({"user_id": "min"}).first()[0])
+        first_user = (delta_io.read_table(spark, cfg, "recommendations").where(F.col("ds") == F.lit(ds))
+                      .agg(F.min("user_id")).first()[0])
         if first_user:
             print()
             show_recs(spark, cfg, first_user, ds, explain=False, as_json=False)
             print(f"(more: recjobs recs --user {first_user} --explain --conf conf/local.yaml)")
     if "evaluate" in results:
-        from jobs.evaluate import metrics_table
-
         print(f"\nevaluation ({', '.join(results['evaluate']['protocols'])}; blend vs ablations and baselines):")
         print(metrics_table(spark, cfg, ds, [int(k) for k in cfg["eval"]["ks"]][:1]))
     if out_run["report"]:
@@ -230,55 +197,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _cmd_recs(args: argparse.Namespace) -> int:
     from jobs.common.session import get_spark
+    from jobs.queries import show_recs
 
     cfg = config_from_args(args)
     spark = get_spark(cfg, app_name="recjobs-recs")
     return show_recs(spark, cfg, args.user, args.date, args.explain, args.json)
-
-
-def show_recs(spark, cfg, user: str, date, explain: bool, as_json: bool) -> int:
-    """Print one user's recommendations (latest date unless given), optionally explained."""
-    from pyspark.sql import functions as F
-
-    from jobs.common import delta_io
-    from jobs.common.errors import InputError
-
-    recs = delta_io.read_table(spark, cfg, "recommendations").where(F.col("user_id") == user)
-    ds = date or recs.agg(F.max("ds")).first()[0]
-    if ds is None:
-        raise InputError(f"no recommendations for user {user!r} in {delta_io.table_path(cfg, 'recommendations')}")
-    items = delta_io.read_table(spark, cfg, "items_clean").select("item_id", "title", "category")
-    rows = (recs.where(F.col("ds") == F.lit(ds)).join(items, "item_id", "left").orderBy("rank").collect())  # <= top_n
-    out = {"user_id": user, "ds": str(ds), "recommendations": [
-        {"rank": r["rank"], "item_id": r["item_id"], "title": r["title"], "category": r["category"],
-         "score": round(r["score"], 4), "reason": r["reason"],
-         **({"components": r["components"].asDict()} if explain else {})} for r in rows]}
-    if explain:
-        on_ds = F.col("ds") == F.lit(ds)
-        seq = delta_io.read_table(spark, cfg, "user_sequences").where(on_ds & (F.col("user_id") == user)).first()
-        titles = {r["item_id"]: r["title"] for r in items.where(F.col("item_id").isin(
-            [e["item_id"] for e in (seq["events"][:10] if seq else [])])).collect()}
-        out["recent_history"] = [{"event_type": e["event_type"], "item_id": e["item_id"],
-                                  "title": titles.get(e["item_id"]), "weight": round(e["weight"], 4)}
-                                 for e in (seq["events"][:10] if seq else [])]
-        kw = delta_io.read_table(spark, cfg, "user_keywords").where(on_ds & (F.col("user_id") == user)).first()
-        out["keywords"] = kw["keywords"] if kw else []
-        tp = delta_io.read_table(spark, cfg, "user_topics").where(on_ds & (F.col("user_id") == user)).first()
-        out["topics"] = [round(x, 3) for x in tp["distribution"]] if tp else []
-    if as_json:
-        print(json.dumps(out, indent=1, default=str))
-        return 0
-    print(f"recommendations for {user} on {ds}:")
-    for r in out["recommendations"]:
-        print(f"  {r['rank']:2d}. {r['title'] or r['item_id']} [{r['category']}]  score {r['score']:.3f}  — {r['reason']}")
-        if explain:
-            print(f"      components: {r['components']}")
-    if explain:
-        print("recent history: " + "; ".join(f"{h['event_type']} {h['title'] or h['item_id']}"
-                                             for h in out["recent_history"]))
-        print(f"keywords: {', '.join(out['keywords'])}")
-        print(f"topic profile: {out['topics']}")
-    return 0
 
 
 def _cmd_maintain(args: argparse.Namespace) -> int:
@@ -292,15 +215,11 @@ def _cmd_maintain(args: argparse.Namespace) -> int:
 
 
 def _cmd_sql(args: argparse.Namespace) -> int:
-    from jobs.common import delta_io
     from jobs.common.session import get_spark
-    from schemas.registry import TABLES
+    from jobs.queries import run_sql
 
     cfg = config_from_args(args)
-    spark = get_spark(cfg, app_name="recjobs-sql")
-    for name in TABLES:
-        delta_io.read_table(spark, cfg, name).createOrReplaceTempView(name)
-    spark.sql(args.query).show(n=args.limit, truncate=False)
+    run_sql(get_spark(cfg, app_name="recjobs-sql"), cfg, args.query, args.limit)
     return 0
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import string
 import sys
 from typing import Mapping
 
@@ -21,45 +20,14 @@ from pyspark.sql import functions as F
 
 from jobs.common import delta_io
 from jobs.common.encoding import ModelRef, encode_column, model_columns, model_ref
-from jobs.common.errors import ConfigError
 from jobs.common.runlog import StageRecord
+from jobs.common.settings import EncodeSettings
+from jobs.common.text import item_text
 from schemas import columns as c
 
 log = logging.getLogger(__name__)
 
 STAGE = "encode_items"
-TEMPLATE_FIELDS = {
-    "title": lambda: F.col(c.TITLE),
-    "category": lambda: F.col(c.CATEGORY),
-    "brand": lambda: F.col(c.BRAND),
-    "description": lambda: F.col(c.DESCRIPTION),
-    "tags": lambda: F.array_join(F.col(c.TAGS), ", "),
-    "price": lambda: F.format_number(F.col(c.PRICE), 2),
-}
-
-
-def item_text(template: str) -> Column:
-    """The item text column for a template such as ``"{title}. Brand: {brand}"``.
-
-    Raises:
-        ConfigError: The template names a field that items do not have.
-    """
-    parts: list[Column] = []
-    try:
-        parsed = list(string.Formatter().parse(template))
-    except ValueError as exc:
-        raise ConfigError(f"encoder.item_template is not a valid template: {exc}") from None
-    for literal, field, _spec, _conv in parsed:
-        if literal:
-            parts.append(F.lit(literal))
-        if field is not None:
-            if field not in TEMPLATE_FIELDS:
-                raise ConfigError(f"encoder.item_template uses {{{field}}}; fields: {', '.join(TEMPLATE_FIELDS)}")
-            parts.append(F.coalesce(TEMPLATE_FIELDS[field]().cast("string"), F.lit("")))
-    text = F.concat(*parts) if parts else F.lit("")
-    return F.trim(F.regexp_replace(text, r"\s+", " "))
-
-
 def content_hash(text: Column, ref: ModelRef) -> Column:
     """sha256 of the text, the model id and the model revision."""
     return F.sha2(F.concat_ws("\u0001", text, F.lit(ref.model_id), F.lit(ref.revision)), 256)
@@ -76,9 +44,9 @@ def run(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, rec: StageR
     """Encode new or changed items (all with ``encoder.full_refresh``) into ``item_embeddings``."""
     rec = rec or StageRecord()
     ref = model_ref(cfg)
-    enc_cfg = cfg["encoder"]
-    full = bool(enc_cfg["full_refresh"])
-    text = item_text(enc_cfg["item_template"])
+    s = EncodeSettings.from_config(cfg)
+    full = s.full_refresh
+    text = item_text(s.item_template)
     items = (delta_io.read_table(spark, cfg, "items_clean")
              .select(c.ITEM_ID, text.alias("text"))
              .withColumn("content_hash", content_hash(F.col("text"), ref)))
@@ -87,7 +55,7 @@ def run(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, rec: StageR
     n_todo = todo.count()
     n_items = items.count()
     # persisted so the model runs once per item: MERGE and the counts read the stored vectors
-    encoded = (encode_column(todo, "text", "embedding", ref, n_todo, int(enc_cfg["arrow_batch_rows"]))
+    encoded = (encode_column(todo, "text", "embedding", ref, n_todo, s.arrow_batch_rows)
                .select(c.ITEM_ID, "text", "content_hash", "embedding", *model_columns(ref),
                        F.lit(ds).alias("encoded_ds"), F.lit(run_id).alias(c.RUN_ID))
                .persist(StorageLevel.MEMORY_AND_DISK))
@@ -101,7 +69,8 @@ def run(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, rec: StageR
     summary = {"items": n_items, "encoded": n_todo, "skipped_unchanged": n_items - n_todo if not full else 0,
                "full_refresh": full, "model_id": ref.model_id, "model_revision": ref.revision, "dim": ref.dim,
                "path": delta_io.table_path(cfg, "item_embeddings")}
-    return rec.finish(STAGE, summary, rows_in=n_items, rows_out=n_todo)
+    line = (f"items encoded: {n_todo} of {n_items} with {ref.model_id} (dim {ref.dim}, revision {ref.revision})")
+    return rec.finish(STAGE, summary, rows_in=n_items, rows_out=n_todo, line=line)
 
 
 def main(argv: list[str] | None = None) -> int:

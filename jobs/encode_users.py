@@ -20,23 +20,15 @@ from pyspark.sql import functions as F
 
 from jobs.common import delta_io
 from jobs.common.encoding import encode_column, model_columns, model_ref
-from jobs.common.errors import ConfigError
 from jobs.common.pooling import sequence_weights, weighted_mean
 from jobs.common.runlog import StageRecord
+from jobs.common.settings import EncodeSettings, UserSettings
 from schemas import columns as c
 from udfs.vector_ops import mix_udf
 
 log = logging.getLogger(__name__)
 
 STAGE = "encode_users"
-
-
-def mix_weights(users_cfg: Mapping) -> tuple[float, float]:
-    """(w_seq, w_pool) renormalised to sum to 1."""
-    ws, wp = float(users_cfg["sequence_weight"]), float(users_cfg["pooled_weight"])
-    if ws < 0 or wp < 0 or ws + wp == 0:
-        raise ConfigError("users.sequence_weight and users.pooled_weight must be >= 0 and not both 0")
-    return ws / (ws + wp), wp / (ws + wp)
 
 
 def mix_embeddings(df: DataFrame, w_seq: float, w_pool: float) -> DataFrame:
@@ -54,13 +46,14 @@ def run(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, rec: StageR
     """Write the ds partition of ``user_embeddings``."""
     rec = rec or StageRecord()
     ref = model_ref(cfg)
-    w_seq, w_pool = mix_weights(cfg["users"])
+    w_seq, w_pool = UserSettings.from_config(cfg).mix
+    batch_rows = EncodeSettings.from_config(cfg).arrow_batch_rows
     seqs = delta_io.read_table(spark, cfg, "user_sequences").where(F.col(c.DS) == F.lit(ds))
     n_users = seqs.count()
     item_vectors = delta_io.read_table(spark, cfg, "item_embeddings").where(F.col("model_id") == ref.model_id)
     pooled = weighted_mean(sequence_weights(seqs), item_vectors, "embedding", "pooled")
     text_vectors = encode_column(seqs.select(c.USER_ID, "seq_text", "n_events"), "seq_text", "seq_embedding",
-                                 ref, n_users, int(cfg["encoder"]["arrow_batch_rows"]))
+                                 ref, n_users, batch_rows)
     users = (mix_embeddings(text_vectors.join(pooled.withColumnRenamed("pooled", "pooled_embedding"),
                                               c.USER_ID, "left"), w_seq, w_pool)
              .select(F.lit(ds).alias(c.DS), c.USER_ID, "embedding", "seq_embedding", "pooled_embedding",
@@ -72,7 +65,9 @@ def run(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, rec: StageR
     summary = {"users": stats["users"], "without_item_vectors": int(stats["no_pooled"] or 0),
                "weights": {"sequence": w_seq, "pooled": w_pool}, "model_id": ref.model_id,
                "path": delta_io.table_path(cfg, "user_embeddings")}
-    return rec.finish(STAGE, summary, rows_in=n_users, rows_out=stats["users"])
+    line = (f"users encoded: {summary['users']} ({summary['without_item_vectors']} without item vectors; "
+            f"mix {summary['weights']})")
+    return rec.finish(STAGE, summary, rows_in=n_users, rows_out=stats["users"], line=line)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,31 +20,21 @@ from typing import Mapping
 
 from pyspark.ml import Pipeline, PipelineModel
 from pyspark.ml.clustering import LDA
-from pyspark.ml.feature import CountVectorizerModel, RegexTokenizer, StopWordsRemover
+from pyspark.ml.feature import CountVectorizerModel
 from pyspark.ml.functions import vector_to_array
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.common import delta_io
-from jobs.common.errors import ConfigError
 from jobs.common.pooling import sequence_weights, weighted_mean
 from jobs.common.runlog import StageRecord
-from jobs.encode_items import item_text
+from jobs.common.settings import TopicSettings
+from jobs.common.text import DOC_TEMPLATE, item_text, token_stages
 from schemas import columns as c
 
 log = logging.getLogger(__name__)
 
 STAGE = "fit_topics"
-DOC_TEMPLATE = "{title} {category} {brand} {tags} {description}"
-
-
-def token_stages(input_col: str, output_col: str) -> list:
-    """Tokeniser and stop-word remover shared by topics and keywords (letters only, >= 3 chars)."""
-    return [RegexTokenizer(inputCol=input_col, outputCol="_tokens", pattern=r"[^\p{L}]+", minTokenLength=3,
-                           toLowercase=True),
-            StopWordsRemover(inputCol="_tokens", outputCol=output_col)]
-
-
 def vocabulary(docs: DataFrame, vocab_size: int, min_df: float) -> list[str]:
     """The ``vocab_size`` most frequent terms of the ``doc`` column that occur in at least
     ``min_df`` documents (a share of them when below 1), CountVectorizer's rule, with ties broken by
@@ -118,12 +108,10 @@ def needs_refit(latest, ds: dt.date, refit_every_days: int, k: int) -> bool:
 def run(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, rec: StageRecord | None = None) -> dict:
     """Fit or reuse the LDA pipeline; write topic_terms, item_topics and user_topics for ds."""
     rec = rec or StageRecord()
-    tc = cfg["topics"]
-    if int(tc["k"]) < 2 or int(tc["refit_every_days"]) < 1:
-        raise ConfigError("topics.k must be >= 2 and topics.refit_every_days >= 1")
+    s = TopicSettings.from_config(cfg)
     items = delta_io.read_table(spark, cfg, "items_clean")
     reviews = None
-    if tc["use_reviews"]:
+    if s.use_reviews:
         reviews = (delta_io.read_table(spark, cfg, "events_clean")
                    .where((F.col(c.EVENT_DATE) <= F.lit(ds)) & F.col(c.REVIEW_TEXT).isNotNull()))
     # A fixed layout: the online optimiser samples mini-batches partition by partition, so the rows'
@@ -135,25 +123,25 @@ def run(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, rec: StageR
             .cache())
     n_docs = docs.count()
     latest = latest_model(spark, cfg, ds)
-    refit = needs_refit(latest, ds, int(tc["refit_every_days"]), int(tc["k"]))
+    refit = needs_refit(latest, ds, s.refit_every_days, s.k)
     if refit:
         path = f"{delta_io.lake_root(cfg)}/_models/lda/{ds.isoformat()}"
-        vocab = vocabulary(docs, int(tc["vocab_size"]), float(tc["min_df"]))
-        model = topic_pipeline(vocab, int(tc["k"]), int(tc["max_iter"]), int(tc["seed"])).fit(docs)
+        vocab = vocabulary(docs, s.vocab_size, float(s.min_df))
+        model = topic_pipeline(vocab, s.k, s.max_iter, s.seed).fit(docs)
         model.write().overwrite().save(path)
         model_ds = ds
         record = spark.createDataFrame(
-            [(ds, path, int(tc["k"]), len(model.stages[-2].vocabulary), n_docs, None, run_id)],
+            [(ds, path, s.k, len(model.stages[-2].vocabulary), n_docs, None, run_id)],
             "ds date, path string, k int, vocab_size int, documents long, log_perplexity double, run_id string")
         delta_io.replace_where(record, cfg, "topic_models", f"ds = DATE'{ds.isoformat()}'")
-        log.info("fitted LDA (k=%d) on %d items, saved to %s", tc["k"], n_docs, path)
+        log.info("fitted LDA (k=%d) on %d items, saved to %s", s.k, n_docs, path)
     else:
         path, model_ds = latest["path"], latest[c.DS]
         model = PipelineModel.load(path)
         log.info("reusing LDA fitted for %s (%s)", model_ds, path)
     stamp = [F.lit(ds).alias(c.DS), F.lit(model_ds).alias("model_ds"), F.lit(run_id).alias(c.RUN_ID)]
     part = f"ds = DATE'{ds.isoformat()}'"
-    delta_io.replace_where(describe_topics(model, int(tc["top_terms"])).select("*", *stamp), cfg, "topic_terms", part)
+    delta_io.replace_where(describe_topics(model, s.top_terms).select("*", *stamp), cfg, "topic_terms", part)
     delta_io.replace_where(item_distributions(model, docs).select("*", *stamp), cfg, "item_topics", part)
     item_topics = delta_io.read_table(spark, cfg, "item_topics").where(F.col(c.DS) == F.lit(ds))
     seqs = delta_io.read_table(spark, cfg, "user_sequences").where(F.col(c.DS) == F.lit(ds))
@@ -163,9 +151,11 @@ def run(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, rec: StageR
                                         F.lit(run_id).alias(c.RUN_ID)), cfg, "user_topics", part)
     docs.unpersist()
     n_users = delta_io.read_table(spark, cfg, "user_topics").where(F.col(c.DS) == F.lit(ds)).count()
-    summary = {"refit": refit, "model_ds": model_ds.isoformat(), "model_path": path, "k": int(tc["k"]),
+    summary = {"refit": refit, "model_ds": model_ds.isoformat(), "model_path": path, "k": s.k,
                "items": n_docs, "users": n_users}
-    return rec.finish(STAGE, summary, rows_in=n_docs, rows_out=n_docs + n_users)
+    line = (f"topics: k={s.k} ({'fitted' if refit else 'reused model of ' + summary['model_ds']}), "
+            f"{n_docs} items, {n_users} user profiles; model at {path}")
+    return rec.finish(STAGE, summary, rows_in=n_docs, rows_out=n_docs + n_users, line=line)
 
 
 def main(argv: list[str] | None = None) -> int:

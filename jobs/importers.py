@@ -11,8 +11,9 @@ memory does not grow with the dataset; the per-item tag counts of ml-latest (bou
 distinct tags) are the only thing kept.
 
 Mapping: a rating becomes a ``rate`` event (a review with text becomes a ``review`` event with
-``review_text`` and the rating); MovieLens genres and Amazon categories become the item's
-category (the first) and tags; ml-latest tags become ``review`` events (the tag is the user's
+``review_text`` and the rating); MovieLens genres become the item's category (the first genre)
+and tags, Amazon categories its category (the last, most specific one of the path) and tags;
+ml-latest tags become ``review`` events (the tag is the user's
 text) and the item's most frequent tags join its tags. Bad lines are not dropped silently: they
 are written as they are into the events file, where the clean stage quarantines them with a
 reason (``malformed_record`` and so on), and counted in ``import.json``.

@@ -18,10 +18,11 @@ from pyspark.ml.fpm import FPGrowth
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs.build_sequences import sessionize
 from jobs.common import delta_io
 from jobs.common.errors import ConfigError
+from jobs.common.events import sessionize
 from jobs.common.runlog import StageRecord
+from jobs.common.settings import RuleSettings
 from schemas import columns as c
 
 log = logging.getLogger(__name__)
@@ -52,18 +53,19 @@ def mine(baskets_df: DataFrame, min_support: float, min_confidence: float, max_a
 def run(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, rec: StageRecord | None = None) -> dict:
     """Write the ds partition of ``item_rules``."""
     rec = rec or StageRecord()
-    rc = cfg["rules"]
-    first = ds - dt.timedelta(days=int(rc["lookback_days"]) - 1)
+    s = RuleSettings.from_config(cfg)
+    first = ds - dt.timedelta(days=s.lookback_days - 1)
     events = delta_io.read_table(spark, cfg, "events_clean").where(F.col(c.EVENT_DATE).between(F.lit(first), F.lit(ds)))
-    b = baskets(events, rc["basket"], rc["event_types"], float(cfg["sequences"]["session_gap_minutes"])).cache()
+    b = baskets(events, s.basket, s.event_types, s.session_gap_minutes).cache()
     n_baskets = b.count()
-    rules = mine(b, float(rc["min_support"]), float(rc["min_confidence"]), int(rc["max_antecedent"]))
+    rules = mine(b, s.min_support, s.min_confidence, s.max_antecedent)
     delta_io.replace_where(rules.select(F.lit(ds).alias(c.DS), "*", F.lit(run_id).alias(c.RUN_ID)),
                            cfg, "item_rules", f"ds = DATE'{ds.isoformat()}'")
     b.unpersist()
     n_rules = delta_io.read_table(spark, cfg, "item_rules").where(F.col(c.DS) == F.lit(ds)).count()
-    summary = {"baskets": n_baskets, "rules": n_rules, "basket": rc["basket"]}
-    return rec.finish(STAGE, summary, rows_in=n_baskets, rows_out=n_rules)
+    summary = {"baskets": n_baskets, "rules": n_rules, "basket": s.basket}
+    line = f"rules: {n_rules} rules from {n_baskets} {s.basket} baskets"
+    return rec.finish(STAGE, summary, rows_in=n_baskets, rows_out=n_rules, line=line)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,7 +21,9 @@ from pyspark.sql import functions as F
 
 from jobs.common import delta_io
 from jobs.common.errors import InputError
+from jobs.common.gate import publish_gate
 from jobs.common.runlog import StageRecord
+from jobs.common.settings import DqSettings
 from schemas import columns as c
 
 log = logging.getLogger(__name__)
@@ -33,9 +35,7 @@ def run(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, rec: StageR
     """Publish the ds partition of ``recommendations_staging``."""
     rec = rec or StageRecord()
     version = None
-    if cfg["dq"]["require_for_publish"]:
-        from jobs.validate import publish_gate
-
+    if DqSettings.from_config(cfg).require_for_publish:
         version = publish_gate(spark, cfg, ds)   # exit 3 unless this version passed validate
     staged = (delta_io.read_table(spark, cfg, "recommendations_staging", version=version)
               .where(F.col(c.DS) == F.lit(ds)))
@@ -46,7 +46,8 @@ def run(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, rec: StageR
     delta_io.replace_where(staged, cfg, "recommendations", f"ds = DATE'{ds.isoformat()}'")
     summary = {"rows": n, "version": delta_io.current_version(spark, cfg, "recommendations"),
                "staging_version": version, "path": delta_io.table_path(cfg, "recommendations")}
-    return rec.finish(STAGE, summary, rows_in=n, rows_out=n)
+    return rec.finish(STAGE, summary, rows_in=n, rows_out=n,
+                      line=f"published: version {summary['version']} of {summary['path']}")
 
 
 def main(argv: list[str] | None = None) -> int:

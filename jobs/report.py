@@ -28,7 +28,7 @@ from pyspark.sql import functions as F
 from jobs.common import delta_io
 from jobs.common.metrics import ALL_METRICS
 from jobs.common.runlog import newest_per_stage
-from jobs.evaluate import MODELS
+from jobs.evaluation import MODELS
 from schemas import columns as c
 
 log = logging.getLogger(__name__)
@@ -130,13 +130,13 @@ def recommendation_stats(spark: SparkSession, cfg: Mapping, ds: dt.date, table: 
     """Counts and plot data of the ds partition of a recommendations table."""
     rp = cfg["report"]
     recs = delta_io.read_table(spark, cfg, table).where(F.col(c.DS) == F.lit(ds)).select(
-        c.USER_ID, c.ITEM_ID, "score", "reason").cache()
+        c.USER_ID, c.ITEM_ID, "score", "reason_kind").cache()
     try:
         rows, users = recs.agg(F.count("*"), F.countDistinct(c.USER_ID)).first()
         items = delta_io.read_table(spark, cfg, "items_clean")
         catalogue = items.count()
-        reason_kind = F.regexp_extract("reason", r"^(similar to|popular in|often bought|matches your interest|recently|you often browse|[a-z]+)", 1)
-        reasons = dict(recs.groupBy(reason_kind.alias("k")).count().collect())  # a handful of reason kinds
+        # one row per component (rows of releases before reason_kind count as "unrecorded")
+        reasons = dict(recs.groupBy(F.coalesce("reason_kind", F.lit("unrecorded")).alias("k")).count().collect())
         return {"table": table, "rows": rows, "users": users, "catalogue_items": catalogue,
                 "score_histogram": score_histogram(recs, int(rp["score_bins"])),
                 "per_category": per_category(recs, items, int(rp["max_categories"])),

@@ -22,9 +22,10 @@ from pyspark.sql import functions as F
 from jobs.common import delta_io
 from jobs.common.errors import ConfigError
 from jobs.common.runlog import StageRecord
+from jobs.common.settings import SentimentStageSettings
 from schemas import columns as c
 from udfs.sentiment import BACKENDS, SentimentSettings, sentiment_udf
-from udfs.text_encoder import ModelNotFound, resolve_model
+from udfs.models import ModelNotFound, resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,8 @@ def run(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, rec: StageR
     """Score the window's reviews; rebuild item and user-item sentiment for ds."""
     rec = rec or StageRecord()
     settings = settings_from_config(cfg)
-    first = ds - dt.timedelta(days=int(cfg["clean"]["window_days"]) - 1)
+    s = SentimentStageSettings.from_config(cfg)
+    first = ds - dt.timedelta(days=s.window_days - 1)
     reviews = (delta_io.read_table(spark, cfg, "events_clean")
                .where(F.col(c.EVENT_DATE).between(F.lit(first), F.lit(ds))
                       & F.col(c.REVIEW_TEXT).isNotNull() & (F.length(F.trim(c.REVIEW_TEXT)) > 0)))
@@ -84,22 +86,24 @@ def run(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, rec: StageR
                            f"event_date >= DATE'{first.isoformat()}' AND event_date <= DATE'{ds.isoformat()}'")
     scored.unpersist()
     all_scores = delta_io.read_table(spark, cfg, "review_sentiment").where(F.col(c.EVENT_DATE) <= F.lit(ds))
-    prior = cfg["sentiment"]["prior_mean"]
+    prior = s.prior_mean
     if prior is None:
         prior = all_scores.agg(F.avg("score")).first()[0] or 0.0   # one number
     stamp = [F.lit(ds).alias(c.DS), F.lit(run_id).alias(c.RUN_ID)]
     part = f"ds = DATE'{ds.isoformat()}'"
     delta_io.replace_where(
-        smoothed_item_sentiment(all_scores, float(prior), float(cfg["sentiment"]["prior_weight"])).select("*", *stamp),
+        smoothed_item_sentiment(all_scores, float(prior), float(s.prior_weight)).select("*", *stamp),
         cfg, "item_sentiment", part)
     delta_io.replace_where(user_item_sentiment(all_scores).select("*", *stamp), cfg, "user_item_sentiment", part)
     stats = all_scores.agg(F.count("*").alias("n"), F.avg("score").alias("mean"),
-                           F.sum((F.col("score") <= cfg["sentiment"]["negative_threshold"]).cast("int"))
+                           F.sum((F.col("score") <= s.negative_threshold).cast("int"))
                            .alias("neg")).first()
     summary = {"backend": settings.backend, "scored_in_window": n_scored, "reviews_total": stats["n"],
                "mean_score": round(float(stats["mean"] or 0.0), 4), "negative_reviews": int(stats["neg"] or 0),
                "prior_mean": round(float(prior), 4)}
-    return rec.finish(STAGE, summary, rows_in=n_scored, rows_out=n_scored)
+    line = (f"sentiment ({settings.backend}): {summary['reviews_total']} reviews, mean {summary['mean_score']}, "
+            f"{summary['negative_reviews']} negative")
+    return rec.finish(STAGE, summary, rows_in=n_scored, rows_out=n_scored, line=line)
 
 
 def main(argv: list[str] | None = None) -> int:

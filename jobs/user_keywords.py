@@ -21,8 +21,8 @@ from pyspark.sql import functions as F
 from jobs.common import delta_io
 from jobs.common.pooling import sequence_weights
 from jobs.common.runlog import StageRecord
-from jobs.fit_topics import DOC_TEMPLATE, token_stages
-from jobs.encode_items import item_text
+from jobs.common.settings import KeywordSettings
+from jobs.common.text import DOC_TEMPLATE, item_text, token_stages
 from schemas import columns as c
 
 log = logging.getLogger(__name__)
@@ -58,14 +58,15 @@ def top_user_terms(weighted_items: DataFrame, tfidf: DataFrame, top_n: int) -> D
 def run(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, rec: StageRecord | None = None) -> dict:
     """Write the ds partition of ``user_keywords``."""
     rec = rec or StageRecord()
+    s = KeywordSettings.from_config(cfg)
     tfidf = item_term_tfidf(delta_io.read_table(spark, cfg, "items_clean"))
     seqs = delta_io.read_table(spark, cfg, "user_sequences").where(F.col(c.DS) == F.lit(ds))
-    users = top_user_terms(sequence_weights(seqs), tfidf, int(cfg["keywords"]["top_n"]))
+    users = top_user_terms(sequence_weights(seqs), tfidf, s.top_n)
     delta_io.replace_where(users.select(F.lit(ds).alias(c.DS), "*", F.lit(run_id).alias(c.RUN_ID)),
                            cfg, "user_keywords", f"ds = DATE'{ds.isoformat()}'")
     n = delta_io.read_table(spark, cfg, "user_keywords").where(F.col(c.DS) == F.lit(ds)).count()
-    summary = {"users": n, "top_n": int(cfg["keywords"]["top_n"])}
-    return rec.finish(STAGE, summary, rows_out=n)
+    summary = {"users": n, "top_n": s.top_n}
+    return rec.finish(STAGE, summary, rows_out=n, line=f"keywords: {n} users")
 
 
 def main(argv: list[str] | None = None) -> int:

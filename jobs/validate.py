@@ -28,8 +28,12 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.common import delta_io
+from jobs.common.encoding import model_ref
 from jobs.common.errors import DataQualityError
+from jobs.common.raw_io import parse_timestamp, read_raw, resolve_path
 from jobs.common.runlog import StageRecord
+from jobs.common.settings import CleanSettings, DqSettings, RankSettings, SequenceSettings, TopicSettings
+from jobs.ranking import excluded_pairs
 from schemas import columns as c
 from schemas import tables as t
 from schemas.expectations import ERROR, SUITES, Suite, SuiteContext
@@ -119,17 +123,17 @@ def result_rows(result: dict, ds: dt.date, run_id: str, table_name: str, version
     return rows
 
 
-def suite_frame(spark: SparkSession, cfg: Mapping, suite: Suite, sctx: SuiteContext) -> tuple[DataFrame, int | None]:
+def suite_frame(spark: SparkSession, cfg: Mapping, suite: Suite, sctx: SuiteContext,
+                cs: CleanSettings) -> tuple[DataFrame, int | None]:
     """The rows a suite checks, and the Delta version they come from (None for raw files)."""
     if suite.scope == "raw":
-        from jobs.common.raw_io import read_raw, resolve_path
-
         kind = suite.source.split("_", 1)[1]           # raw_events -> events
-        inp = cfg["input"]
         schema = t.RAW_EVENTS if kind == "events" else t.RAW_ITEMS
-        df = read_raw(spark, resolve_path(inp[f"{kind}_path"], sctx.ds), fmt=inp["format"], schema=schema,
-                      conf_key=f"input.{kind}_path", csv_separator=inp["csv_separator"],
-                      csv_header=inp["csv_header"])
+        path = cs.events_path if kind == "events" else cs.items_path
+        df = read_raw(spark, resolve_path(path, sctx.ds), fmt=cs.input_format, schema=schema,
+                      conf_key=f"input.{kind}_path", csv_separator=cs.csv_separator, csv_header=cs.csv_header)
+        if c.TS in df.columns:
+            df = df.withColumn("_ts", parse_timestamp(F.col(c.TS)))   # what the clean stage will read it as
         return df, None
     version = delta_io.current_version(spark, cfg, suite.source)
     df = delta_io.read_table(spark, cfg, suite.source, version=version)
@@ -140,16 +144,19 @@ def suite_frame(spark: SparkSession, cfg: Mapping, suite: Suite, sctx: SuiteCont
     return df, version
 
 
-def suite_context(spark: SparkSession, cfg: Mapping, ds: dt.date) -> SuiteContext:
-    """The run's facts the suites check against (window, model, excluded pairs)."""
-    from jobs.common.encoding import model_ref
-    from jobs.rank_topn import excluded_pairs
-
-    read = lambda name: delta_io.read_table(spark, cfg, name)  # noqa: E731
+def suite_context(spark: SparkSession, cfg: Mapping, ds: dt.date, cs: CleanSettings, dq: DqSettings) -> SuiteContext:
+    """The run's facts the suites check against (window, limits, model, excluded pairs)."""
+    read = delta_io.reader(spark, cfg)
     ref = model_ref(cfg)
-    return SuiteContext(ds=ds, window_start=ds - dt.timedelta(days=int(cfg["clean"]["window_days"]) - 1),
-                        cfg=cfg, read=read, model_dim=ref.dim, model_id=ref.model_id,
-                        excluded=lambda: excluded_pairs(read, cfg, ds))
+    rs = RankSettings.from_config(cfg)
+    return SuiteContext(
+        ds=ds, window_start=ds - dt.timedelta(days=cs.window_days - 1), read=read,
+        event_types=tuple(cs.event_types), rating_min=float(cs.rating_min), rating_max=float(cs.rating_max),
+        max_len=SequenceSettings.from_config(cfg).max_len, topics_k=TopicSettings.from_config(cfg).k,
+        top_n=rs.top_n, norm_tolerance=dq.norm_tolerance, distribution_tolerance=dq.distribution_tolerance,
+        full_list_share=dq.full_list_share, model_dim=ref.dim, model_id=ref.model_id,
+        excluded=lambda: excluded_pairs(read("events_clean"), read("user_item_sentiment"), ds,
+                                        rs.exclude_types, rs.negative_threshold))
 
 
 def docs_index(context) -> str:
@@ -163,21 +170,21 @@ def run(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, rec: StageR
         suites: Iterable[str] | None = None) -> dict:
     """Validate the run's tables. Raises DataQualityError (exit 3) when an error-level check fails."""
     rec = rec or StageRecord()
-    dq = cfg["dq"]
+    dq, cs = DqSettings.from_config(cfg), CleanSettings.from_config(cfg)
     names = list(suites) if suites is not None else [
-        n for n, s in SUITES.items() if s.scope != "raw" or dq["validate_raw"]]
-    context = gx_context(dq["docs_dir"])
-    sctx = suite_context(spark, cfg, ds)
+        n for n, s in SUITES.items() if s.scope != "raw" or dq.validate_raw]
+    context = gx_context(dq.docs_dir)
+    sctx = suite_context(spark, cfg, ds, cs, dq)
     out_dir = f"{delta_io.lake_root(cfg)}/_dq/{ds.isoformat()}"
     rows, per_table = [], {}
     for name in names:
         suite = SUITES[name]
-        df, version = suite_frame(spark, cfg, suite, sctx)
+        df, version = suite_frame(spark, cfg, suite, sctx, cs)
         checked = suite.derive(df, sctx).persist(StorageLevel.MEMORY_AND_DISK)
         try:
             n_rows = checked.count()
             result = run_suite(context, suite, sctx, checked, f"{ds.isoformat()}-{run_id}",
-                               int(dq["partial_unexpected"]))
+                               dq.partial_unexpected)
         finally:
             checked.unpersist()
         at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
@@ -205,6 +212,9 @@ def run(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, rec: StageR
     summary = {"tables": per_table, "expectations": len(rows), "failed_error": failed_error,
                "failed_warn": sum(v["failed_warn"] for v in per_table.values()),
                "passed": failed_error == 0, "data_docs": docs_index(context), "results_dir": out_dir}
+    summary["line"] = (f"data quality: {summary['expectations']} expectations on {len(per_table)} tables, "
+                       f"{failed_error} error-level and {summary['failed_warn']} warn-level failures "
+                       f"(gate {'passed' if failed_error == 0 else 'FAILED'}); Data Docs: {summary['data_docs']}")
     rec.finish(STAGE, {k: v for k, v in summary.items() if k != "tables"} | {
         "tables": {k: {kk: vv for kk, vv in v.items() if kk != "json"} for k, v in per_table.items()}},
         rows_in=sum(v["rows"] for v in per_table.values()), rows_out=len(rows))
@@ -216,28 +226,6 @@ def run(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, rec: StageR
             f"{', '.join(bad)} (first: {first[0]}: {first[1][0]}); nothing was published. "
             f"Results: {out_dir}/, Data Docs: {summary['data_docs']}")
     return summary
-
-
-def publish_gate(spark: SparkSession, cfg: Mapping, ds: dt.date, table_name: str = "recommendations_staging") -> int:
-    """The Delta version of ``table_name`` that passed validation for ds; raises DataQualityError
-    when the newest validation failed, is missing, or checked an older version than the current one."""
-    current = delta_io.current_version(spark, cfg, table_name)
-    results = delta_io.read_table(spark, cfg, "dq_results").where(
-        (F.col(c.DS) == F.lit(ds)) & (F.col("table_name") == table_name))
-    latest = results.agg(F.max("validated_at")).first()[0]
-    hint = f"run 'recjobs run validate --date {ds}' (or the nightly) first"
-    if latest is None:
-        raise DataQualityError(f"publish refused: {table_name} has not been validated for {ds}; {hint}")
-    last = (results.where(F.col("validated_at") == F.lit(latest))
-            .agg(F.max("table_version").alias("version"),
-                 F.sum(((F.col("level") == ERROR) & ~F.col("success")).cast("int")).alias("failed")).first())
-    if last["failed"]:
-        raise DataQualityError(f"publish refused: the last validation of {table_name} for {ds} failed "
-                               f"{last['failed']} error-level expectation(s); fix the data and re-run")
-    if last["version"] != current:
-        raise DataQualityError(f"publish refused: {table_name} is at version {current} but version "
-                               f"{last['version']} was validated for {ds}; {hint}")
-    return current
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from schemas import columns as c
+from schemas.components import COMPONENTS
 
 ERROR = "error"
 WARN = "warn"
@@ -48,13 +49,22 @@ class Check:
 
 @dataclass(frozen=True)
 class SuiteContext:
-    """What the suites need to know about the run: its date, window and settings, and a reader
-    for the other tables (joins for referential checks)."""
+    """What the suites need to know about the run: its date and window, the limits the checks hold
+    the tables to (plain values from the stages' settings), and a reader for the other tables
+    (joins for referential checks)."""
 
     ds: dt.date
     window_start: dt.date
-    cfg: Mapping
     read: Callable[[str], DataFrame]
+    event_types: tuple[str, ...] = ()
+    rating_min: float = 1.0
+    rating_max: float = 5.0
+    max_len: int = 50
+    topics_k: int = 2
+    top_n: int = 10
+    norm_tolerance: float = 0.01
+    distribution_tolerance: float = 0.01
+    full_list_share: float = 0.9
     model_dim: int | None = None
     model_id: str | None = None
     excluded: Callable[[], DataFrame] | None = None
@@ -120,7 +130,7 @@ def _with_vector_checks(df: DataFrame, ctx: SuiteContext) -> DataFrame:
 
 
 def _vector_checks(ctx: SuiteContext, key: str) -> list[Check]:
-    tol = float(ctx.cfg["dq"]["norm_tolerance"])
+    tol = ctx.norm_tolerance
     checks = [not_null(key), unique(key),
               true("_length_matches_dim", "embedding length equals the dim column"),
               between("_norm", 1 - tol, 1 + tol, description=f"embedding has unit L2 norm (+/- {tol})")]
@@ -132,8 +142,7 @@ def _vector_checks(ctx: SuiteContext, key: str) -> list[Check]:
 
 
 def _distribution_checks(ctx: SuiteContext, key: str) -> list[Check]:
-    tol = float(ctx.cfg["dq"]["distribution_tolerance"])
-    k = int(ctx.cfg["topics"]["k"])
+    tol, k = ctx.distribution_tolerance, ctx.topics_k
     return [not_null(key), unique(key),
             between("_sum", 1 - tol, 1 + tol, description=f"topic distribution sums to 1 (+/- {tol})"),
             in_set("_k", [k], description=f"distribution has k = {k} entries")]
@@ -149,9 +158,8 @@ def _in_window(col: str, ctx: SuiteContext) -> Column:
 
 
 def _raw_events(df: DataFrame, ctx: SuiteContext) -> DataFrame:
-    from jobs.common.raw_io import parse_timestamp
-
-    return df.withColumn("_ts", parse_timestamp(F.col(c.TS))).withColumn("_ts_in_window", _in_window("_ts", ctx))
+    # ``_ts``: the raw ts as the clean stage parses it (the validate stage adds it when reading)
+    return df.withColumn("_ts_in_window", _in_window("_ts", ctx))
 
 
 def _events_clean(df: DataFrame, ctx: SuiteContext) -> DataFrame:
@@ -166,9 +174,14 @@ def _user_sequences(df: DataFrame, ctx: SuiteContext) -> DataFrame:
     return df.withColumn("_events_len", F.size("events"))
 
 
-def _in_unit(col: str) -> Column:
-    """``col`` lies in [0, 1] (NULL passes: rows written before the component existed)."""
-    return F.coalesce(F.col(col).between(0.0, 1.0 + 1e-9), F.lit(True))
+def _in_bounds(col: str, bounds: tuple[float, float]) -> Column:
+    """``col`` lies within ``bounds`` (NULL passes: rows written before the component existed)."""
+    lo, hi = bounds
+    return F.coalesce(F.col(col).between(lo - 1e-9, hi + 1e-9), F.lit(True))
+
+
+def _bounded_components() -> list:
+    return [comp for comp in COMPONENTS if comp.bounds is not None]
 
 
 def _recommendations(df: DataFrame, ctx: SuiteContext) -> DataFrame:
@@ -178,7 +191,8 @@ def _recommendations(df: DataFrame, ctx: SuiteContext) -> DataFrame:
            .withColumn("_user_rank", F.concat_ws("#", c.USER_ID, F.col("rank").cast("string")))
            .withColumn("_user_item", F.concat_ws("#", c.USER_ID, c.ITEM_ID))
            .withColumn("_score_finite", ~(F.isnan("score") | F.col("score").isin(float("inf"), float("-inf"))))
-           .withColumn("_components_in_range", _in_unit("components.engagement") & _in_unit("components.category_affinity"))
+           .withColumns({f"_in_range_{comp.name}": _in_bounds(f"components.{comp.name}", comp.bounds)
+                         for comp in _bounded_components()})
            .join(known, c.ITEM_ID, "left")
            .withColumn("_item_known", F.coalesce("_item_known", F.lit(False))))
     if ctx.excluded is not None:
@@ -191,7 +205,7 @@ def _recommendations(df: DataFrame, ctx: SuiteContext) -> DataFrame:
 
 # ------------------------------------------------------------------------------------- suites
 def _raw_events_checks(ctx: SuiteContext) -> list[Check]:
-    types = ctx.cfg["clean"]["event_types"]
+    types = list(ctx.event_types)
     # event_id is optional in the raw contract: unique where given, not required
     return [not_null(c.USER_ID, WARN), not_null(c.ITEM_ID, WARN),
             in_set(c.EVENT_TYPE, types, WARN, f"event_type in clean.event_types {types}"),
@@ -200,17 +214,16 @@ def _raw_events_checks(ctx: SuiteContext) -> list[Check]:
 
 
 def _events_clean_checks(ctx: SuiteContext) -> list[Check]:
-    cl = ctx.cfg["clean"]
     return [not_null(c.EVENT_ID), not_null(c.USER_ID), not_null(c.ITEM_ID), not_null(c.EVENT_TS),
-            in_set(c.EVENT_TYPE, cl["event_types"], description="event_type in clean.event_types"),
+            in_set(c.EVENT_TYPE, list(ctx.event_types), description="event_type in clean.event_types"),
             true("_ts_in_window", "event_ts inside the run window"),
             unique(c.EVENT_ID),
-            between(c.RATING, float(cl["rating_min"]), float(cl["rating_max"]),
+            between(c.RATING, ctx.rating_min, ctx.rating_max,
                     description="rating within clean.rating_min .. clean.rating_max")]
 
 
 def _recommendation_checks(ctx: SuiteContext) -> list[Check]:
-    n = int(ctx.cfg["rank"]["top_n"])
+    n = ctx.top_n
     return [not_null(c.USER_ID), not_null(c.ITEM_ID),
             between("_rows_for_user", 1, n, description=f"at most rank.top_n = {n} rows per user"),
             between("rank", 1, n, description=f"rank within 1 .. {n}"),
@@ -218,10 +231,11 @@ def _recommendation_checks(ctx: SuiteContext) -> list[Check]:
             unique("_user_item", description="an item at most once per user"),
             true("_item_known", "recommended item exists in items_clean"),
             true("_score_finite", "score is finite (not NaN or infinite)"),
-            true("_components_in_range", "components.engagement (recency) and components.category_affinity (a share) within [0, 1]"),
+            *[true(f"_in_range_{comp.name}", f"components.{comp.name} ({comp.description}) within "
+                   f"[{comp.bounds[0]}, {comp.bounds[1]}]") for comp in _bounded_components()],
             in_set("_excluded", [False], description="no excluded item (purchased or negatively reviewed)"),
             in_set("_rows_for_user", [n], WARN, f"users get a full list of {n}",
-                   mostly=float(ctx.cfg["dq"]["full_list_share"])),
+                   mostly=ctx.full_list_share),
             Check(WARN, "ExpectColumnValueLengthsToBeBetween", {"column": "reason", "min_value": 1},
                   "every row carries a reason")]
 
@@ -242,9 +256,9 @@ SUITES: dict[str, Suite] = {s.name: s for s in (
         in_set(c.SOURCE, ["events", "items"], description="source is events or items")]),
     Suite("user_sequences", "user_sequences", "ds", lambda ctx: [
         not_null(c.USER_ID), unique(c.USER_ID),
-        between("n_events", 1, int(ctx.cfg["sequences"]["max_len"]),
+        between("n_events", 1, ctx.max_len,
                 description="1 .. sequences.max_len events per user"),
-        between("_events_len", 1, int(ctx.cfg["sequences"]["max_len"]),
+        between("_events_len", 1, ctx.max_len,
                 description="events array within 1 .. sequences.max_len")], _user_sequences),
     Suite("item_embeddings", "item_embeddings", "all",
           lambda ctx: _vector_checks(ctx, c.ITEM_ID), _with_vector_checks),
@@ -253,7 +267,7 @@ SUITES: dict[str, Suite] = {s.name: s for s in (
     Suite("item_topics", "item_topics", "ds", lambda ctx: _distribution_checks(ctx, c.ITEM_ID), _with_distribution),
     Suite("user_topics", "user_topics", "ds", lambda ctx: _distribution_checks(ctx, c.USER_ID), _with_distribution),
     Suite("topic_terms", "topic_terms", "ds", lambda ctx: [
-        unique("topic"), between("topic", 0, int(ctx.cfg["topics"]["k"]) - 1, description="topic within 0 .. k-1")]),
+        unique("topic"), between("topic", 0, ctx.topics_k - 1, description="topic within 0 .. k-1")]),
     Suite("review_sentiment", "review_sentiment", "window", lambda ctx: [
         not_null(c.EVENT_ID), unique(c.EVENT_ID), between("score", -1.0, 1.0, description="sentiment in [-1, 1]")]),
     Suite("item_sentiment", "item_sentiment", "ds", lambda ctx: [

@@ -1,6 +1,8 @@
 """StructType of every table. Tables are created from these, never inferred."""
 from __future__ import annotations
 
+from typing import Sequence
+
 from pyspark.sql.types import (
     ArrayType,
     BooleanType,
@@ -16,6 +18,8 @@ from pyspark.sql.types import (
 )
 
 from schemas import columns as c
+from schemas.components import COMPONENTS as COMPONENT_TABLE
+from schemas.components import Component
 
 
 def _s(*fields: tuple) -> StructType:
@@ -80,7 +84,7 @@ QUARANTINE = _s(
     (c.STAGE, StringType(), False),
     (c.SOURCE, StringType(), False),       # "events" | "items"
     (c.SOURCE_FILE, StringType(), True),
-    (c.REASON, StringType(), False),       # a code from jobs.clean_events.REASONS
+    (c.REASON, StringType(), False),       # a code of jobs.clean_events.EVENT_REASONS / ITEM_REASONS
     (c.RAW_RECORD, StringType(), True),
     (c.RUN_ID, StringType(), False),
     (c.QUARANTINED_AT, TimestampType(), False),
@@ -231,15 +235,13 @@ ITEM_RULES = _s(
     (c.RUN_ID, StringType(), False),
 )
 
-COMPONENTS = StructType([
-    StructField("semantic", DoubleType(), True),      # cosine of user and item vectors
-    StructField("topic", DoubleType(), True),         # dot product of topic distributions
-    StructField("sentiment", DoubleType(), True),     # item's smoothed review sentiment
-    StructField("rule", DoubleType(), True),          # best confidence of a fired rule
-    StructField("popularity", DoubleType(), True),    # log(1 + decayed popularity)
-    StructField("engagement", DoubleType(), True),    # recency of the user's last event on the item, in [0, 1]
-    StructField("category_affinity", DoubleType(), True),  # user's decayed share of weight in the item's category
-])
+def components_struct(components: Sequence[Component] = COMPONENT_TABLE) -> StructType:
+    """The ``components`` struct of the recommendation tables: one double per blend component."""
+    return StructType([StructField(comp.name, DoubleType(), True)
+                       for comp in components])
+
+
+COMPONENTS = components_struct()
 
 RECOMMENDATIONS = _s(
     (c.DS, DateType(), False),
@@ -249,6 +251,7 @@ RECOMMENDATIONS = _s(
     ("score", DoubleType(), False),
     ("components", COMPONENTS, False),
     ("reason", StringType(), False),
+    ("reason_kind", StringType(), True),        # the component the reason comes from (null in rows of older releases)
     ("model_version", StringType(), False),
     (c.RUN_ID, StringType(), False),
 )

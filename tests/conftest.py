@@ -4,10 +4,12 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
-from jobs.common.config import load_config
+from jobs.common.config import Config, load_config
 
 
 def _test_values(warehouse: str) -> dict:
@@ -44,6 +46,45 @@ def spark():
 def lake_cfg(tmp_path):
     """A configuration whose lake lives in a fresh temporary folder."""
     return load_config(values={**_test_values(str(tmp_path / "wh")), "lake": {"root": str(tmp_path / "lake")}})
+
+
+def deep_merge(base: dict, extra: dict) -> dict:
+    """``extra`` layered over ``base``, mapping by mapping."""
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+@dataclass
+class Lake:
+    """A generated sample and a configuration whose lake, input, DQ docs and reports live in ``root``."""
+
+    cfg: Config
+    root: Path
+    truth: dict
+    values: dict
+
+
+@pytest.fixture(scope="session")
+def make_lake(tmp_path_factory):
+    """``make_lake(name, spec, values=None) -> Lake``: generate ``spec`` into a fresh folder and a
+    configuration over it (clean window = the sample's days); ``values`` are layered on top."""
+    from jobs.sample_data import generate
+
+    def make(name: str, spec, values: dict | None = None) -> Lake:
+        root = tmp_path_factory.mktemp(name)
+        truth = generate(root / "sample", spec)
+        base = {"lake": {"root": str(root / "lake")},
+                "input": {"format": spec.fmt, "events_path": str(root / "sample" / "events"),
+                          "items_path": str(root / "sample" / "items")},
+                "clean": {"window_days": spec.days},
+                "dq": {"docs_dir": str(root / "dq")},
+                "report": {"dir": str(root / "reports")}}
+        merged = deep_merge(base, values or {})
+        return Lake(load_config(values=merged), root, truth, merged)
+
+    return make
 
 
 @pytest.fixture(scope="session")

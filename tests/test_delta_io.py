@@ -11,17 +11,20 @@ from schemas.registry import table
 def test_a_table_written_by_an_older_release_gains_the_new_fields_on_the_next_write(spark, lake_cfg):
     schema = table("recommendations_staging").schema
     old_parts = StructType([f for f in schema["components"].dataType.fields if f.name not in ("engagement", "category_affinity")])
-    old = StructType([StructField(f.name, old_parts, f.nullable) if f.name == "components" else f for f in schema.fields])
+    old = StructType([StructField(f.name, old_parts, f.nullable) if f.name == "components" else f
+                      for f in schema.fields if f.name != "reason_kind"])     # as if both came later
     day1, day2 = dt.date(2026, 6, 1), dt.date(2026, 6, 2)
     parts = {"semantic": 0.9, "topic": 0.1, "sentiment": 0.0, "rule": None, "popularity": 1.0}
     spark.createDataFrame([(d, "u1", 1, "i1", 1.0, parts, "r", "v0", "run-0") for d in (day1, day2)], old) \
         .write.format("delta").partitionBy("ds").save(delta_io.table_path(lake_cfg, "recommendations_staging"))
     new = spark.createDataFrame([(day2, "u1", 1, "i2", 2.0, {**parts, "engagement": 0.5, "category_affinity": 0.25},
-                                  "r", "v1", "run-1")], schema)
+                                  "r", "engagement", "v1", "run-1")], schema)
     delta_io.replace_where(new, lake_cfg, "recommendations_staging", f"ds = DATE'{day2}'")
     rows = {r["ds"]: r for r in delta_io.read_table(spark, lake_cfg, "recommendations_staging").collect()}
     assert rows[day2]["item_id"] == "i2" and rows[day2]["components"]["engagement"] == 0.5
+    assert rows[day2]["reason_kind"] == "engagement"
     assert rows[day1]["item_id"] == "i1" and rows[day1]["components"]["engagement"] is None   # older rows: NULL
+    assert rows[day1]["reason_kind"] is None
 
 
 def test_an_upsert_into_a_table_of_an_older_release_adds_the_new_column(spark, lake_cfg):

@@ -8,21 +8,14 @@ from pyspark.sql import functions as F
 from jobs.common import delta_io
 from jobs.common.config import load_config
 from jobs.common.runner import run_stage
-from jobs.sample_data import SampleSpec, generate
+from jobs.sample_data import SampleSpec
 
 SPEC = SampleSpec(users=60, items=48, days=4, seed=21)
 
 
 @pytest.fixture(scope="module")
-def encoded_lake(spark, tmp_path_factory, tiny_model_dir):
-    root = tmp_path_factory.mktemp("enc")
-    generate(root / "sample", SPEC)
-    cfg = load_config(values={
-        "lake": {"root": str(root / "lake")},
-        "input": {"events_path": str(root / "sample" / "events"), "items_path": str(root / "sample" / "items")},
-        "clean": {"window_days": SPEC.days},
-        "encoder": {"model": tiny_model_dir, "max_length": 64},
-    })
+def encoded_lake(spark, make_lake, tiny_model_dir):
+    cfg = make_lake("enc", SPEC, {"encoder": {"model": tiny_model_dir, "max_length": 64}}).cfg
     results = {stage: run_stage(spark, cfg, stage, SPEC.end_date, "run-1")
                for stage in ("clean", "build_sequences", "encode_items", "encode_users")}
     return cfg, results

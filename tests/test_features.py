@@ -9,7 +9,7 @@ from pyspark.sql import functions as F
 from jobs.common import delta_io
 from jobs.common.config import load_config
 from jobs.common.runner import run_stage
-from jobs.sample_data import NEGATIVE_REVIEWS, POSITIVE_REVIEWS, TOPICS, SampleSpec, generate
+from jobs.sample_data import NEGATIVE_REVIEWS, POSITIVE_REVIEWS, TOPICS, SampleSpec
 from jobs.score_sentiment import smoothed_item_sentiment
 from udfs.sentiment import SentimentSettings, label_values, score_texts
 
@@ -18,15 +18,9 @@ STAGES = ("clean", "build_sequences", "fit_topics", "score_sentiment", "keywords
 
 
 @pytest.fixture(scope="module")
-def lake(spark, tmp_path_factory):
-    root = tmp_path_factory.mktemp("features")
-    truth = generate(root / "sample", SPEC)
-    cfg = load_config(values={
-        "lake": {"root": str(root / "lake")},
-        "input": {"events_path": str(root / "sample" / "events"), "items_path": str(root / "sample" / "items")},
-        "clean": {"window_days": SPEC.days},
-        "topics": {"k": len(TOPICS), "refit_every_days": 7},
-    })
+def lake(spark, make_lake):
+    made = make_lake("features", SPEC, {"topics": {"k": len(TOPICS), "refit_every_days": 7}})
+    cfg, truth = made.cfg, made.truth
     results = {s: run_stage(spark, cfg, s, SPEC.end_date, "run-1") for s in STAGES}
     return cfg, truth, results
 

@@ -66,20 +66,18 @@ def test_coverage_diversity_novelty(spark, frames):
 def test_random_split_holds_out_whole_user_item_pairs(spark):
     import datetime as dt
 
-    from jobs.common.config import load_config
-    from jobs.evaluate import split
+    from jobs.evaluation import split
 
-    cfg = load_config(values={"eval": {"random_ratio": 0.5, "seed": 3}})
     day = dt.date(2026, 6, 30)
     ts = dt.datetime(2026, 6, 30, 12)
     rows = [(f"e{u}{i}{t}", f"u{u}", f"i{i}", t, ts + dt.timedelta(minutes=i), day)
             for u in range(20) for i in range(6) for t in ("view", "purchase")]
     events = spark.createDataFrame(rows, "event_id string, user_id string, item_id string, event_type string, "
                                          "event_ts timestamp, event_date date")
-    train, test, fds = split(events, "random_split", day, cfg)
+    train, test, fds = split(events, "random_split", day, ["purchase"], random_ratio=0.5, seed=3)
     held = test.select("user_id", "item_id").distinct()
     assert fds == day and 0.3 < held.count() / 120 < 0.7
     assert train.join(held, ["user_id", "item_id"]).count() == 0            # not even the views
     assert train.count() + 2 * held.count() == events.count()
-    again = split(events, "random_split", day, cfg)[1].select("user_id", "item_id").distinct()
+    again = split(events, "random_split", day, ["purchase"], random_ratio=0.5, seed=3)[1].select("user_id", "item_id").distinct()
     assert again.exceptAll(held).count() == 0                               # seeded: the same split

@@ -1,6 +1,6 @@
 """The nightly driver end to end on a small sample: DQ gate, resume, run report, deploy files."""
-import ast
 import json
+import os
 import subprocess
 import sys
 import zipfile
@@ -18,7 +18,7 @@ from jobs.common.errors import DataQualityError
 from jobs.common.runner import run_stage
 from jobs.nightly import main as nightly_main
 from jobs.nightly import plan_stages, run_nightly
-from jobs.sample_data import SampleSpec, generate
+from jobs.sample_data import SampleSpec
 from jobs.stages import STAGES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,28 +26,16 @@ SPEC = SampleSpec(users=60, items=60, days=5, seed=5)
 DS = SPEC.end_date
 
 
-def _values(root: Path, model: str) -> dict:
-    return {
-        "lake": {"root": str(root / "lake")},
-        "input": {"events_path": str(root / "sample" / "events"), "items_path": str(root / "sample" / "items")},
-        "clean": {"window_days": SPEC.days},
-        "encoder": {"model": model},
-        "topics": {"k": 4, "max_iter": 20},
-        "dq": {"docs_dir": str(root / "dq")},
-        "report": {"dir": str(root / "reports")},
-        "eval": {"protocols": ["next_day"], "ablations": [], "baselines": ["popularity"], "ks": [5]},
-    }
-
-
 @pytest.fixture(scope="module")
-def night(spark, tmp_path_factory, tiny_model_dir):
-    root = tmp_path_factory.mktemp("nightly")
-    truth = generate(root / "sample", SPEC)
-    values = _values(root, tiny_model_dir)
-    cfg = load_config(values=values)
-    (root / "conf.yaml").write_text(yaml.safe_dump(values))
-    out = run_nightly(spark, cfg, DS, echo=lambda *a, **k: None)
-    return cfg, root, truth, out
+def night(spark, make_lake, tiny_model_dir):
+    made = make_lake("nightly", SPEC, {
+        "encoder": {"model": tiny_model_dir},
+        "topics": {"k": 4, "max_iter": 20},
+        "eval": {"protocols": ["next_day"], "ablations": [], "baselines": ["popularity"], "ks": [5]},
+    })
+    (made.root / "conf.yaml").write_text(yaml.safe_dump(made.values))
+    out = run_nightly(spark, made.cfg, DS, echo=lambda *a, **k: None)
+    return made.cfg, made.root, made.truth, out
 
 
 def _runs(spark, cfg):
@@ -139,19 +127,34 @@ def test_duplicated_rank_blocks_publish_and_resume_runs_only_the_rest(spark, nig
     assert delta_io.current_version(spark, cfg, "recommendations") == version + 1
 
 
-def test_airflow_dag_defines_the_nightly_graph():
-    source = (ROOT / "deploy" / "airflow_dag.py").read_text()
-    ast.parse(source)                                   # valid Python even without Airflow
-    pytest.importorskip("airflow")
-    import importlib.util
+DAG_CHECK = """
+import importlib.util, json, sys
+spec = importlib.util.spec_from_file_location("recjobs_dag", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+dag = module.dag
+nightly, dq = dag.get_task("nightly"), dag.get_task("dq_summary")
+print(json.dumps({"dag_id": dag.dag_id, "tasks": sorted(t.task_id for t in dag.tasks),
+                  "downstream": sorted(nightly.downstream_task_ids), "retries": dag.default_args["retries"],
+                  "nightly_command": nightly.bash_command, "dq_command": dq.bash_command,
+                  "dq_trigger_rule": str(dq.trigger_rule), "max_active_runs": dag.max_active_runs}))
+"""
 
-    spec = importlib.util.spec_from_file_location("recjobs_dag", ROOT / "deploy" / "airflow_dag.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    dag = module.dag
-    assert dag.dag_id == "recjobs_nightly" and {t.task_id for t in dag.tasks} == {"nightly", "dq_summary"}
-    assert dag.get_task("nightly").downstream_task_ids == {"dq_summary"}
-    assert dag.default_args["retries"] >= 1
+
+def test_airflow_dag_defines_the_nightly_graph(tmp_path):
+    """The DAG file imported by a real Airflow (its own virtualenv: ``make airflow-venv``)."""
+    python = os.environ.get("RECJOBS_AIRFLOW_PYTHON", str(ROOT / ".venv-airflow" / "bin" / "python"))
+    if not Path(python).exists():
+        pytest.fail(f"no Airflow interpreter at {python}: run 'make airflow-venv' (make test does) or set "
+                    f"RECJOBS_AIRFLOW_PYTHON")
+    out = subprocess.run([python, "-c", DAG_CHECK, str(ROOT / "deploy" / "airflow_dag.py")], capture_output=True,
+                         text=True, timeout=300, env={**os.environ, "AIRFLOW_HOME": str(tmp_path)})
+    assert out.returncode == 0, out.stderr[-3000:]
+    dag = json.loads(out.stdout.strip().splitlines()[-1])
+    assert dag["dag_id"] == "recjobs_nightly" and dag["tasks"] == ["dq_summary", "nightly"]
+    assert dag["downstream"] == ["dq_summary"] and dag["retries"] >= 1 and dag["max_active_runs"] == 1
+    assert "deploy/spark-submit.sh --date {{ ds }}" in dag["nightly_command"]
+    assert "recjobs dq --date {{ ds }}" in dag["dq_command"] and dag["dq_trigger_rule"].lower().endswith("all_done")
 
 
 def test_pyfiles_zip_carries_the_code_and_the_default_config(tmp_path):

@@ -7,10 +7,10 @@ from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from jobs.common import delta_io
-from jobs.common.config import load_config, with_values
+from jobs.common.config import with_values
 from jobs.common.runner import run_stage
-from jobs.rank_topn import retrieve
-from jobs.sample_data import SampleSpec, generate
+from jobs.ranking import retrieve
+from jobs.sample_data import SampleSpec
 from udfs.topk import block_topk, group_size, select_topk, vectors
 
 SPEC = SampleSpec(users=150, items=150, days=9, seed=41)
@@ -93,16 +93,9 @@ def test_sharded_retrieval_equals_whole_matrix(spark):
 
 
 @pytest.fixture(scope="module")
-def lake(spark, tmp_path_factory):
-    root = tmp_path_factory.mktemp("rank")
-    truth = generate(root / "sample", SPEC)
-    cfg = load_config(values={
-        "lake": {"root": str(root / "lake")},
-        "input": {"events_path": str(root / "sample" / "events"), "items_path": str(root / "sample" / "items")},
-        "clean": {"window_days": SPEC.days},
-        "rank": {"top_n": N},
-        "dq": {"docs_dir": str(root / "dq"), "validate_raw": False},
-    })
+def lake(spark, make_lake):
+    made = make_lake("rank", SPEC, {"rank": {"top_n": N}, "dq": {"validate_raw": False}})
+    cfg, truth = made.cfg, made.truth
     run_stage(spark, cfg, "clean", SPEC.end_date, "run-clean")       # all days, incl. the held-out one
     results = {s: run_stage(spark, cfg, s, DS, "run-1") for s in STAGES}
     return cfg, truth, results
@@ -150,23 +143,25 @@ def test_top_n_shape_ranks_and_exclusions(spark, lake):
 
 def test_max_engaged_limits_the_items_a_user_already_engaged_with(spark, lake):
     from jobs.common.config import ConfigError
-    from jobs.rank_topn import blend_rank, candidate_features
+    from jobs.common.settings import RankSettings
+    from jobs.ranking import blend_rank, candidate_features
 
     cfg, _, _ = lake
-    feats, parts = candidate_features(spark, cfg, DS)
-    free = blend_rank(feats, cfg).cache()
-    capped = blend_rank(feats, with_values(cfg, {"rank.max_engaged": 2})).cache()
-    count = lambda df: dict(df.where("engagement > 0").groupBy("user_id").count().collect())  # noqa: E731
-    assert max(count(free).values()) > 2                         # without a limit lists hold more
-    assert max(count(capped).values()) == 2
-    # the freed places go to other candidates: list lengths do not change
-    assert capped.groupBy("user_id").count().exceptAll(free.groupBy("user_id").count()).count() == 0
+    settings = RankSettings.from_config(cfg)
+    with candidate_features(delta_io.reader(spark, cfg), DS, settings) as data:
+        free = blend_rank(data.features, settings).cache()
+        capped = blend_rank(data.features, RankSettings.from_config(with_values(cfg, {"rank.max_engaged": 2}))).cache()
+        count = lambda df: dict(df.where("engagement > 0").groupBy("user_id").count().collect())  # noqa: E731
+        assert max(count(free).values()) > 2                         # without a limit lists hold more
+        assert max(count(capped).values()) == 2
+        # the freed places go to other candidates: list lengths do not change
+        assert capped.groupBy("user_id").count().exceptAll(free.groupBy("user_id").count()).count() == 0
+        for df in (free, capped):
+            df.unpersist()
     with pytest.raises(ConfigError, match="rank.max_engaged"):
-        blend_rank(feats, with_values(cfg, {"rank.max_engaged": -1}))
+        RankSettings.from_config(with_values(cfg, {"rank.max_engaged": -1}))
     with pytest.raises(ConfigError, match="rank.engagement_half_life_days"):
-        candidate_features(spark, with_values(cfg, {"rank.engagement_half_life_days": 0}), DS)
-    for df in (free, capped, parts["seqs"], parts["popularity"]):
-        df.unpersist()
+        RankSettings.from_config(with_values(cfg, {"rank.engagement_half_life_days": 0}))
 
 
 def test_same_date_twice_gives_the_same_table_and_one_copy(spark, lake):
@@ -292,11 +287,12 @@ def test_blend_beats_popularity_and_cooccurrence_under_leave_last_out(spark, eva
 
 
 def test_leave_last_out_holds_out_one_event_per_user_and_never_trains_on_it(spark, evaluated):
-    from jobs.evaluate import _eval_cfg, split
+    from jobs.evaluate import _eval_cfg
+    from jobs.evaluation import split
 
     cfg, _ = evaluated
     events = delta_io.read_table(spark, cfg, "events_clean")
-    _, test, fds = split(events, "leave_last_out", DS, cfg)
+    _, test, fds = split(events, "leave_last_out", DS, cfg["eval"]["relevant_types"])
     relevant_users = (events.where((F.col("event_date") <= DS) & F.col("event_type").isin(cfg["eval"]["relevant_types"]))
                       .select("user_id").distinct().count())
     per_user = test.groupBy("user_id").count()

@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from jobs.build_sequences import build_user_sequences, check_event_types, sequence_events
+from jobs.build_sequences import build_user_sequences, sequence_events
+from jobs.common.settings import SequenceSettings
 from jobs.common.config import load_config
 from jobs.common.errors import ConfigError
 from jobs.common.pooling import weighted_mean
@@ -74,6 +75,7 @@ def test_mix_is_unit_length_and_falls_back_to_sequence(spark):
 
 def test_every_event_type_needs_weights():
     cfg = load_config()
-    check_event_types(cfg["sequences"], cfg["clean"]["event_types"])
+    assert SequenceSettings.from_config(cfg).type_weights == cfg["sequences"]["type_weights"]
     with pytest.raises(ConfigError, match="sequences.type_weights.*share"):
-        check_event_types(cfg["sequences"], [*cfg["clean"]["event_types"], "share"])
+        SequenceSettings.from_config(load_config(values={"clean": {"event_types": [*cfg["clean"]["event_types"],
+                                                                                   "share"]}}))

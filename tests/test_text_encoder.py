@@ -5,7 +5,8 @@ import pytest
 from jobs.common.config import load_config
 from jobs.common.encoding import model_ref
 from jobs.common.errors import ConfigError
-from udfs.text_encoder import EncoderSettings, TextEncoder, encoder_udf, get_encoder, model_info
+from udfs.models import model_info
+from udfs.text_encoder import EncoderSettings, TextEncoder, encoder_udf, get_encoder
 
 TEXTS = ["running shoes", "a", "kitchen knife stainless and trail jogging sneakers for the garden tent",
          "novel", "", "camping tent with brand tags and category audio garden novel knife",

@@ -8,6 +8,8 @@ import logging
 import threading
 from typing import Callable, Hashable, TypeVar
 
+from udfs.models import resolve_model
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -145,8 +147,6 @@ class LoadedModel:
 
     def __init__(self, settings) -> None:
         import torch
-
-        from udfs.text_encoder import resolve_model
 
         folder, self.model_id = resolve_model(settings.model, settings.conf_key)
         self.settings = settings

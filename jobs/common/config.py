@@ -9,12 +9,13 @@ settings) take any key.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import os
 import re
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import yaml
 
@@ -24,7 +25,10 @@ from jobs.common.errors import ConfigError
 log = logging.getLogger(__name__)
 
 DEFAULT_FILE = DEFAULT_RESOURCE
-FREE_FORM = frozenset({"spark.conf", "sequences.type_weights", "sequences.half_life_days", "sequences.verbs"})
+FREE_FORM = frozenset({"spark.conf", "sequences.type_weights", "sequences.half_life_days", "sequences.verbs",
+                       "rank.weights"})
+# Free-form mappings whose values stay strings however they look (Spark settings).
+RAW_STRINGS = frozenset({"spark.conf"})
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _SECRET_RE = re.compile(r"(password|secret|token|key)", re.IGNORECASE)
 
@@ -147,7 +151,8 @@ def parse_override(text: str) -> dict:
         free_parts = free.split(".")
         if parts[: len(free_parts)] == free_parts and len(parts) > len(free_parts):
             parts = free_parts + [".".join(parts[len(free_parts):])]
-            value = raw  # Spark settings are strings
+            if free in RAW_STRINGS:
+                value = raw
     out: dict = {}
     node = out
     for part in parts[:-1]:
@@ -238,3 +243,117 @@ def with_values(cfg: Mapping, values: Mapping[str, Any]) -> Config:
             node = node[part]
         node[leaf] = value
     return out
+
+
+# --------------------------------------------------------------------------- typed settings
+# A stage reads its section once into a frozen dataclass of plain values (jobs/common/settings.py);
+# each field names its dotted key and a check. A check returns None for a good value, otherwise
+# what the value must be; the ConfigError then names the key, that requirement and the value.
+Check = Callable[[Any], "str | None"]
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def positive(value: Any) -> str | None:
+    """A number > 0."""
+    return None if _is_number(value) and value > 0 else "a number > 0"
+
+
+def non_negative(value: Any) -> str | None:
+    """A number >= 0."""
+    return None if _is_number(value) and value >= 0 else "a number >= 0"
+
+
+def int_at_least(low: int) -> Check:
+    """An integer >= ``low``."""
+    return lambda value: None if _is_int(value) and value >= low else f"an integer >= {low}"
+
+
+def int_or_null(low: int = 0) -> Check:
+    """null, or an integer >= ``low``."""
+    return lambda value: None if value is None or (_is_int(value) and value >= low) \
+        else f"null or an integer >= {low}"
+
+
+def number_or_null(value: Any) -> str | None:
+    """null or a number."""
+    return None if value is None or _is_number(value) else "null or a number"
+
+
+def number_in(low: float, high: float, low_open: bool = False) -> Check:
+    """A number in [low, high] (or (low, high] when ``low_open``)."""
+    def check(value: Any) -> str | None:
+        ok = _is_number(value) and (value > low if low_open else value >= low) and value <= high
+        return None if ok else f"a number in {'(' if low_open else '['}{low}, {high}]"
+    return check
+
+
+def one_of(*choices: Any) -> Check:
+    """One of ``choices``."""
+    return lambda value: None if value in choices else f"one of {', '.join(map(str, choices))}"
+
+
+def list_of(check: Check, non_empty: bool = False) -> Check:
+    """A list whose every entry passes ``check`` (and holds something when ``non_empty``)."""
+    def checked(value: Any) -> str | None:
+        if not isinstance(value, list) or (non_empty and not value):
+            return "a non-empty list" if non_empty else "a list"
+        bad = [v for v in value if check(v) is not None]
+        return f"a list of {check(bad[0])} ({bad[0]!r} is not)" if bad else None
+    return checked
+
+
+def text(value: Any) -> str | None:
+    """A non-empty string."""
+    return None if isinstance(value, str) and value.strip() else "a non-empty string"
+
+
+def map_of(check: Check) -> Check:
+    """A mapping whose every value passes ``check``."""
+    def checked(value: Any) -> str | None:
+        if not isinstance(value, Mapping):
+            return "a mapping"
+        bad = [k for k, v in value.items() if check(v) is not None]
+        return f"a mapping of {check(value[bad[0]])} (entry {bad[0]!r} is not)" if bad else None
+    return checked
+
+
+def anything(value: Any) -> str | None:
+    """Any value (its type is already checked against conf/default.yaml)."""
+    return None
+
+
+def setting(key: str, check: Check = anything) -> Any:
+    """A field of a settings class: read from dotted ``key``, validated with ``check``."""
+    return dataclasses.field(metadata={"key": key, "check": check})
+
+
+class Settings:
+    """Base of the typed settings: ``Cls.from_config(cfg)`` reads and checks every field.
+
+    A subclass (a frozen dataclass of :func:`setting` fields) may define ``validate(self)`` for
+    checks across keys; it raises :class:`ConfigError` naming the keys.
+    """
+
+    @classmethod
+    def from_config(cls, cfg: Mapping) -> "Settings":
+        values = {}
+        for f in dataclasses.fields(cls):
+            key, check = f.metadata["key"], f.metadata["check"]
+            value = Config.get_path(cfg, key)          # any mapping: get_path only reads it
+            problem = check(value)
+            if problem is not None:
+                raise ConfigError(f"{key} must be {problem}, got {json.dumps(value, default=str)}")
+            values[f.name] = copy.deepcopy(value)
+        out = cls(**values)
+        out.validate()
+        return out
+
+    def validate(self) -> None:
+        """Checks across keys (none by default)."""

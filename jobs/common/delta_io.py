@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Mapping
+from typing import Callable, Mapping
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -75,6 +75,11 @@ def read_table(spark: SparkSession, cfg: Mapping, name: str, version: int | None
     if version is not None:
         reader = reader.option("versionAsOf", version)
     return reader.load(path)
+
+
+def reader(spark: SparkSession, cfg: Mapping) -> Callable[[str], DataFrame]:
+    """``name -> DataFrame`` of the configured lake (what the library functions take to read it)."""
+    return lambda name: read_table(spark, cfg, name)
 
 
 def replace_where(df: DataFrame, cfg: Mapping, name: str, predicate: str) -> None:

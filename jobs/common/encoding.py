@@ -9,7 +9,8 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from jobs.common.errors import ConfigError
-from udfs.text_encoder import EncoderSettings, ModelNotFound, encoder_udf, model_info, resolve_model
+from udfs.models import ModelNotFound, model_info, resolve_model
+from udfs.text_encoder import EncoderSettings, encoder_udf
 
 log = logging.getLogger(__name__)
 

@@ -39,8 +39,14 @@ class StageRecord:
         self.rows_out: int | None = None
         self.details: dict = {}
 
-    def finish(self, stage: str, summary: dict, rows_in: int | None = None, rows_out: int | None = None) -> dict:
-        """Log a stage's summary, keep it (and the row counts) for ``runs``, and return it."""
+    def finish(self, stage: str, summary: dict, rows_in: int | None = None, rows_out: int | None = None,
+               line: str | None = None) -> dict:
+        """Log a stage's summary, keep it (and the row counts) for ``runs``, and return it.
+
+        ``line``: the stage's one-line account for people (``summary["line"]``; the demo and the
+        nightly print it)."""
+        if line is not None:
+            summary["line"] = line
         log.info("%s: %s", stage, summary)
         if rows_in is not None:
             self.rows_in = rows_in

@@ -1,0 +1,220 @@
+"""Typed settings of each stage: its section of the configuration read once and checked.
+
+A stage's ``run()`` calls ``XSettings.from_config(cfg)`` and hands plain values to its transforms.
+The checks (``positive``, ``int_or_null`` ...) are declared in ``jobs/common/config.py``; a bad
+value exits 2 with a message that names the key.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from jobs.common.config import (ConfigError, Settings, int_at_least, int_or_null, list_of, map_of, non_negative,
+                                number_in, number_or_null, one_of, positive, setting, text)
+from jobs.common.raw_io import FORMATS
+from schemas import components
+
+
+def _covers(key: str, mapping: dict, event_types: list[str]) -> None:
+    missing = [t for t in event_types if t not in mapping]
+    if missing:
+        raise ConfigError(f"{key} has no entry for event type(s) {missing} listed in clean.event_types; "
+                          f"add them to {key}")
+
+
+def _subset(key: str, values: list, allowed: list, allowed_key: str) -> None:
+    unknown = [v for v in values if v not in allowed]
+    if unknown:
+        raise ConfigError(f"{key} lists {unknown}, which {allowed_key} does not accept ({', '.join(allowed)})")
+
+
+@dataclass(frozen=True)
+class CleanSettings(Settings):
+    """clean (and input): what one clean run reads and accepts."""
+
+    window_days: int = setting("clean.window_days", int_at_least(1))
+    event_types: list = setting("clean.event_types", list_of(text, non_empty=True))
+    bot_max_events_per_hour: int = setting("clean.bot_max_events_per_hour", int_at_least(1))
+    max_text_length: int = setting("clean.max_text_length", int_at_least(1))
+    rating_min: float = setting("clean.rating_min")
+    rating_max: float = setting("clean.rating_max")
+    input_format: str = setting("input.format", one_of(*FORMATS))
+    events_path: str = setting("input.events_path", text)
+    items_path: str = setting("input.items_path", text)
+    csv_separator: str = setting("input.csv_separator", text)
+    csv_header: bool = setting("input.csv_header")
+
+    def validate(self) -> None:
+        if not self.rating_min < self.rating_max:
+            raise ConfigError(f"clean.rating_min ({self.rating_min}) must be below clean.rating_max ({self.rating_max})")
+
+
+@dataclass(frozen=True)
+class SequenceSettings(Settings):
+    """build_sequences: the window, the decay and the text of users' sequences."""
+
+    lookback_days: int = setting("sequences.lookback_days", int_at_least(1))
+    max_len: int = setting("sequences.max_len", int_at_least(1))
+    session_gap_minutes: float = setting("sequences.session_gap_minutes", positive)
+    max_text_chars: int = setting("sequences.max_text_chars", int_at_least(1))
+    type_weights: dict = setting("sequences.type_weights", map_of(positive))
+    half_life_days: dict = setting("sequences.half_life_days", map_of(positive))
+    verbs: dict = setting("sequences.verbs", map_of(text))
+    event_types: list = setting("clean.event_types", list_of(text, non_empty=True))
+
+    def validate(self) -> None:
+        _covers("sequences.type_weights", self.type_weights, self.event_types)
+        _covers("sequences.half_life_days", self.half_life_days, self.event_types)
+
+
+@dataclass(frozen=True)
+class EncodeSettings(Settings):
+    """encode_items / encode_users: what is encoded and how it is batched (the model itself is
+    checked by ``jobs.common.encoding.model_ref``)."""
+
+    item_template: str = setting("encoder.item_template", text)
+    full_refresh: bool = setting("encoder.full_refresh")
+    arrow_batch_rows: int = setting("encoder.arrow_batch_rows", int_at_least(1))
+
+
+@dataclass(frozen=True)
+class UserSettings(Settings):
+    """encode_users: the mix of the sequence-text vector and the pooled item vector."""
+
+    sequence_weight: float = setting("users.sequence_weight", non_negative)
+    pooled_weight: float = setting("users.pooled_weight", non_negative)
+
+    def validate(self) -> None:
+        if self.sequence_weight + self.pooled_weight == 0:
+            raise ConfigError("users.sequence_weight and users.pooled_weight must not both be 0")
+
+    @property
+    def mix(self) -> tuple[float, float]:
+        """(w_seq, w_pool) renormalised to sum to 1."""
+        total = self.sequence_weight + self.pooled_weight
+        return self.sequence_weight / total, self.pooled_weight / total
+
+
+@dataclass(frozen=True)
+class TopicSettings(Settings):
+    """fit_topics: the LDA pipeline and its refit cadence."""
+
+    k: int = setting("topics.k", int_at_least(2))
+    vocab_size: int = setting("topics.vocab_size", int_at_least(1))
+    min_df: float = setting("topics.min_df", positive)
+    max_iter: int = setting("topics.max_iter", int_at_least(1))
+    seed: int = setting("topics.seed", int_at_least(0))
+    use_reviews: bool = setting("topics.use_reviews")
+    refit_every_days: int = setting("topics.refit_every_days", int_at_least(1))
+    top_terms: int = setting("topics.top_terms", int_at_least(1))
+
+
+@dataclass(frozen=True)
+class SentimentStageSettings(Settings):
+    """score_sentiment: smoothing of item sentiment and the window of reviews to score."""
+
+    prior_weight: float = setting("sentiment.prior_weight", non_negative)
+    prior_mean: float | None = setting("sentiment.prior_mean", number_or_null)
+    negative_threshold: float = setting("sentiment.negative_threshold", number_in(-1.0, 1.0))
+    window_days: int = setting("clean.window_days", int_at_least(1))
+
+
+@dataclass(frozen=True)
+class KeywordSettings(Settings):
+    """keywords: terms kept per user."""
+
+    top_n: int = setting("keywords.top_n", int_at_least(1))
+
+
+@dataclass(frozen=True)
+class RuleSettings(Settings):
+    """mine_rules: baskets and FPGrowth thresholds."""
+
+    basket: str = setting("rules.basket", one_of("session", "daily"))
+    event_types: list = setting("rules.event_types", list_of(text, non_empty=True))
+    lookback_days: int = setting("rules.lookback_days", int_at_least(1))
+    min_support: float = setting("rules.min_support", number_in(0.0, 1.0, low_open=True))
+    min_confidence: float = setting("rules.min_confidence", number_in(0.0, 1.0))
+    max_antecedent: int = setting("rules.max_antecedent", int_at_least(1))
+    session_gap_minutes: float = setting("sequences.session_gap_minutes", positive)
+
+
+@dataclass(frozen=True)
+class RankSettings(Settings):
+    """rank_topn (and every ranking the evaluation does): candidates, blend, exclusions, top-N."""
+
+    top_n: int = setting("rank.top_n", int_at_least(1))
+    candidates_k: int = setting("rank.candidates_k", int_at_least(1))
+    popular_k: int = setting("rank.popular_k", int_at_least(1))
+    recent_items: int = setting("rank.recent_items", int_at_least(1))
+    popularity_half_life_days: float = setting("rank.popularity_half_life_days", positive)
+    popularity_lookback_days: int = setting("rank.popularity_lookback_days", int_at_least(1))
+    broadcast_max_items: int = setting("rank.broadcast_max_items", int_at_least(1))
+    block_rows: int = setting("rank.block_rows", int_at_least(1))
+    configured_weights: dict = setting("rank.weights", map_of(number_in(-1e6, 1e6)))
+    engagement_half_life_days: float = setting("rank.engagement_half_life_days", positive)
+    exclude_purchased: bool = setting("rank.exclude_purchased")
+    negative_neighbour_threshold: float = setting("rank.negative_neighbour_threshold", number_in(-1.0, 1.0))
+    negative_neighbour_penalty: float = setting("rank.negative_neighbour_penalty", non_negative)
+    max_per_category: int = setting("rank.max_per_category", int_at_least(1))
+    max_engaged: int | None = setting("rank.max_engaged", int_or_null(0))
+    model_version: str = setting("rank.model_version", text)
+    type_weights: dict = setting("sequences.type_weights", map_of(positive))
+    verbs: dict = setting("sequences.verbs", map_of(text))
+    negative_threshold: float = setting("sentiment.negative_threshold", number_in(-1.0, 1.0))
+
+    def validate(self) -> None:
+        _subset("rank.weights", list(self.configured_weights), components.names(), "the component table")
+
+    @property
+    def exclude_types(self) -> list[str]:
+        """Event types whose items are never recommended to the user again."""
+        return ["purchase"] if self.exclude_purchased else []
+
+    @property
+    def weights(self) -> dict[str, float]:
+        """The fixed blend: the component table's default weights with ``rank.weights`` over them."""
+        return {**components.default_weights(), **{k: float(v) for k, v in self.configured_weights.items()}}
+
+
+PROTOCOLS = ("leave_last_out", "next_day", "random_split")
+BASELINES = ("popularity", "cooccurrence", "als")
+# Ablations that are not a component's weight set to 0 (they rebuild the features).
+REBUILD_ABLATIONS = ("no_decay",)
+
+
+@dataclass(frozen=True)
+class EvalSettings(Settings):
+    """evaluate: protocols, cut-offs, what counts as relevant, which models to compare."""
+
+    protocols: list = setting("eval.protocols", list_of(one_of(*PROTOCOLS)))
+    ks: list = setting("eval.ks", list_of(int_at_least(1), non_empty=True))
+    relevant_types: list = setting("eval.relevant_types", list_of(text, non_empty=True))
+    random_ratio: float = setting("eval.random_ratio", number_in(0.0, 1.0, low_open=True))
+    seed: int = setting("eval.seed", int_at_least(0))
+    ablations: list = setting("eval.ablations", list_of(text))
+    baselines: list = setting("eval.baselines", list_of(one_of(*BASELINES)))
+    cooccurrence_recent_items: int = setting("eval.cooccurrence_recent_items", int_at_least(1))
+    cooccurrence_max_basket: int = setting("eval.cooccurrence_max_basket", int_at_least(2))
+    als: dict = setting("eval.als")
+    type_weights: dict = setting("sequences.type_weights", map_of(positive))
+
+    def validate(self) -> None:
+        known = [*components.ablations(), *REBUILD_ABLATIONS]
+        _subset("eval.ablations", self.ablations, known, "the component table's ablations")
+
+    @property
+    def k_max(self) -> int:
+        return max(int(k) for k in self.ks)
+
+
+@dataclass(frozen=True)
+class DqSettings(Settings):
+    """validate and publish: where the GX project lives, what is validated, how strictly."""
+
+    docs_dir: str = setting("dq.docs_dir", text)
+    validate_raw: bool = setting("dq.validate_raw")
+    require_for_publish: bool = setting("dq.require_for_publish")
+    norm_tolerance: float = setting("dq.norm_tolerance", number_in(0.0, 1.0))
+    distribution_tolerance: float = setting("dq.distribution_tolerance", number_in(0.0, 1.0))
+    full_list_share: float = setting("dq.full_list_share", number_in(0.0, 1.0))
+    partial_unexpected: int = setting("dq.partial_unexpected", int_at_least(0))

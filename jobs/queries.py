@@ -1,0 +1,105 @@
+"""What users ask of the lake: one user's recommendations (explained), SQL over the tables, the
+stored evaluation. Every read goes through ``jobs/common/delta_io``; only bounded results reach
+the driver (one user's list, a printed page of rows, the metrics table)."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Mapping
+
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from jobs.common import delta_io
+from jobs.common.errors import InputError
+from jobs.common.metrics import ALL_METRICS
+from jobs.common.settings import PROTOCOLS
+from jobs.evaluation import MODELS
+from schemas import columns as c
+from schemas.registry import TABLES
+
+
+def user_recommendations(spark: SparkSession, cfg: Mapping, user: str, date: dt.date | None = None,
+                         explain: bool = False) -> dict:
+    """One user's recommendations of ``date`` (the newest date when None), with the components,
+    recent history, keywords and topic profile when ``explain``."""
+    read = delta_io.reader(spark, cfg)
+    recs = read("recommendations").where(F.col(c.USER_ID) == user)
+    ds = date or recs.agg(F.max(c.DS)).first()[0]
+    if ds is None:
+        raise InputError(f"no recommendations for user {user!r} in {delta_io.table_path(cfg, 'recommendations')}")
+    items = read("items_clean").select(c.ITEM_ID, c.TITLE, c.CATEGORY)
+    rows = recs.where(F.col(c.DS) == F.lit(ds)).join(items, c.ITEM_ID, "left").orderBy("rank").collect()  # <= top_n
+    out = {"user_id": user, "ds": str(ds), "recommendations": [
+        {"rank": r["rank"], "item_id": r[c.ITEM_ID], "title": r[c.TITLE], "category": r[c.CATEGORY],
+         "score": round(r["score"], 4), "reason": r["reason"], "reason_kind": r["reason_kind"],
+         **({"components": r["components"].asDict()} if explain else {})} for r in rows]}
+    if explain:
+        mine = (F.col(c.DS) == F.lit(ds)) & (F.col(c.USER_ID) == user)
+        seq = read("user_sequences").where(mine).first()
+        recent = seq["events"][:10] if seq else []
+        titles = {r[c.ITEM_ID]: r[c.TITLE] for r in items.where(F.col(c.ITEM_ID).isin(
+            [e[c.ITEM_ID] for e in recent])).collect()}                                      # <= 10 rows
+        out["recent_history"] = [{"event_type": e[c.EVENT_TYPE], "item_id": e[c.ITEM_ID],
+                                  "title": titles.get(e[c.ITEM_ID]), "weight": round(e["weight"], 4)} for e in recent]
+        kw = read("user_keywords").where(mine).first()
+        out["keywords"] = kw["keywords"] if kw else []
+        tp = read("user_topics").where(mine).first()
+        out["topics"] = [round(x, 3) for x in tp["distribution"]] if tp else []
+    return out
+
+
+def format_recommendations(out: dict, explain: bool) -> str:
+    """The text ``recjobs recs`` prints."""
+    lines = [f"recommendations for {out['user_id']} on {out['ds']}:"]
+    for r in out["recommendations"]:
+        lines.append(f"  {r['rank']:2d}. {r['title'] or r['item_id']} [{r['category']}]  score {r['score']:.3f}"
+                     f"  — {r['reason']}")
+        if explain:
+            lines.append(f"      components: {r['components']}")
+    if explain:
+        lines.append("recent history: " + "; ".join(f"{h['event_type']} {h['title'] or h['item_id']}"
+                                                    for h in out["recent_history"]))
+        lines.append(f"keywords: {', '.join(out['keywords'])}")
+        lines.append(f"topic profile: {out['topics']}")
+    return "\n".join(lines)
+
+
+def show_recs(spark: SparkSession, cfg: Mapping, user: str, date: dt.date | None, explain: bool,
+              as_json: bool) -> int:
+    """Print one user's recommendations (``recjobs recs``)."""
+    out = user_recommendations(spark, cfg, user, date, explain)
+    print(json.dumps(out, indent=1, default=str) if as_json else format_recommendations(out, explain))
+    return 0
+
+
+def register_views(spark: SparkSession, cfg: Mapping) -> None:
+    """Every registered table of the lake as a temporary view of its name."""
+    for name in TABLES:
+        delta_io.read_table(spark, cfg, name).createOrReplaceTempView(name)
+
+
+def run_sql(spark: SparkSession, cfg: Mapping, query: str, limit: int) -> None:
+    """Run ``query`` over the lake's views and print up to ``limit`` rows (``recjobs sql``)."""
+    register_views(spark, cfg)
+    spark.sql(query).show(n=limit, truncate=False)
+
+
+def metrics_table(spark: SparkSession, cfg: Mapping, ds: dt.date, ks: list[int] | None = None) -> str:
+    """The metrics of ds as a text table per protocol (models as rows)."""
+    rows = delta_io.read_table(spark, cfg, "metrics").where(F.col(c.DS) == F.lit(ds)).collect()  # bounded
+    if not rows:
+        return f"no metrics for {ds}; run 'recjobs eval --date {ds}'"
+    ks = ks or sorted({r["k"] for r in rows})
+    out = []
+    for protocol in [p for p in PROTOCOLS if any(r["protocol"] == p for r in rows)]:
+        sub = {(r["model"], r["metric"], r["k"]): r["value"] for r in rows if r["protocol"] == protocol}
+        users = next(r["users"] for r in rows if r["protocol"] == protocol)
+        cols = [f"{m}@{k}" for k in ks for m in ALL_METRICS]
+        models = [m for m in MODELS if any(key[0] == m for key in sub)]
+        out.append(f"{protocol} ({users} users)")
+        out.append(f"  {'model':20s}" + "".join(f"{col:>13s}" for col in cols))
+        for m in models:
+            out.append(f"  {m:20s}" + "".join(
+                f"{sub.get((m, metric, k), float('nan')):13.4f}" for k in ks for metric in ALL_METRICS))
+    return "\n".join(out)

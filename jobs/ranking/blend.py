@@ -1,0 +1,63 @@
+"""The blend: standardised components, weighted; the negative-review penalty; the per-user top-N.
+
+Which components there are, how each enters and its default weight come from the component table
+(``schemas/components.py``).
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+from jobs.common.settings import RankSettings
+from schemas import columns as c
+from schemas.components import COMPONENTS, Component
+
+
+def standardise_and_blend(features: DataFrame, weights: Mapping[str, float],
+                          components: Sequence[Component] = COMPONENTS) -> DataFrame:
+    """Add ``z_<component>`` (z-score of the component's blend input over all rows; missing -> 0)
+    and ``score`` = sum of weight * z, for every component of ``components``."""
+    inputs = {comp.name: comp.transform(F.col(comp.name)) for comp in components}
+    stats = features.agg(*[F.avg(col).alias(f"m_{n}") for n, col in inputs.items()],
+                         *[F.stddev_pop(col).alias(f"s_{n}") for n, col in inputs.items()]).first()  # one row
+    out = features
+    for n, col in inputs.items():
+        mean, std = stats[f"m_{n}"], stats[f"s_{n}"]
+        z = F.lit(0.0) if mean is None or not std else (col - F.lit(mean)) / F.lit(std)
+        out = out.withColumn(f"z_{n}", F.coalesce(z, F.lit(0.0)))
+    score = sum((F.lit(float(weights[n])) * F.col(f"z_{n}") for n in inputs), F.lit(0.0))
+    return out.withColumn("score", score)
+
+
+def top_n(scored: DataFrame, n: int, max_per_category: int, max_engaged: int | None = None) -> DataFrame:
+    """At most ``max_per_category`` per category and, of what remains, at most ``max_engaged``
+    items the user already engaged with (``engaged_type`` set; None: no limit), then ranks 1..n by
+    score desc, item id asc."""
+    best = (F.col("score").desc(), F.col(c.ITEM_ID))
+    per_cat = Window.partitionBy(c.USER_ID, c.CATEGORY).orderBy(*best)
+    out = scored.withColumn("_c", F.row_number().over(per_cat)).where(F.col("_c") <= max_per_category)
+    if max_engaged is not None:
+        engaged = F.col("engaged_type").isNotNull()
+        per_kind = Window.partitionBy(c.USER_ID, engaged).orderBy(*best)
+        out = out.withColumn("_e", F.row_number().over(per_kind)).where(~engaged | (F.col("_e") <= max_engaged)).drop("_e")
+    order = Window.partitionBy(c.USER_ID).orderBy(*best)
+    return out.withColumn("rank", F.row_number().over(order)).where(F.col("rank") <= n).drop("_c")
+
+
+def demote_negative_neighbours(scored: DataFrame, threshold: float, penalty: float) -> DataFrame:
+    """Subtract ``penalty * similarity`` from candidates at least ``threshold`` similar (``_neg_sim``)
+    to an item the user reviewed negatively."""
+    cut = F.when(F.col("_neg_sim") >= threshold, F.lit(float(penalty)) * F.col("_neg_sim")).otherwise(0.0)
+    return scored.withColumn("score", F.col("score") - F.coalesce(cut, F.lit(0.0)))
+
+
+def blend_rank(features: DataFrame, settings: RankSettings, weights: Mapping[str, float] | None = None,
+               components: Sequence[Component] = COMPONENTS) -> DataFrame:
+    """Standardise and blend the components (the settings' fixed weights unless ``weights``), demote
+    near neighbours of negatively reviewed items, apply the category and engaged caps, keep the top N."""
+    scored = standardise_and_blend(features, settings.weights if weights is None else weights, components)
+    scored = demote_negative_neighbours(scored, settings.negative_neighbour_threshold,
+                                        settings.negative_neighbour_penalty)
+    return top_n(scored, settings.top_n, settings.max_per_category, settings.max_engaged)

@@ -1,0 +1,112 @@
+"""The ranker's candidate features: every (user, candidate) of a date with its raw components.
+
+:func:`candidate_features` is a context manager: it owns the frames it caches and releases them
+on exit, so callers (the rank stage, the evaluation) never unpersist anything themselves.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from jobs.common.events import day_end
+from jobs.common.settings import RankSettings
+from jobs.ranking.candidates import decayed_popularity, dot, engagement, fired_rules, retrieve, top_popular
+from jobs.ranking.exclusions import excluded_pairs, negative_reviews
+from schemas import columns as c
+
+Reader = Callable[[str], DataFrame]
+
+
+@dataclass(frozen=True)
+class RankingData:
+    """What one ranking of a date works with (valid inside :func:`candidate_features`).
+
+    Attributes:
+        features: One row per (user, candidate): the raw components, ``_neg_sim`` (similarity to
+            the user's negatively reviewed items), ``engaged_type``, title and category, and the
+            helper columns the reasons need (``_iv``, ``rule_from``, ``_utop``, ``_itop``).
+        sequences: ``(user_id, events)`` of the date.
+        item_vectors: ``(item_id, _iv)``.
+        items: ``(item_id, title, category)``.
+        users: The users ranked (those with a sequence).
+        popularity: ``(item_id, popularity)``.
+    """
+
+    features: DataFrame
+    sequences: DataFrame
+    item_vectors: DataFrame
+    items: DataFrame
+    users: DataFrame
+    popularity: DataFrame
+
+
+@contextmanager
+def candidate_features(read: Reader, ds: dt.date, s: RankSettings) -> Iterator[RankingData]:
+    """Build the candidate features of ``ds`` from the tables ``read`` returns (a lake's reader).
+
+    Candidates: (a) embedding retrieval, (b) fired rules, (c) the users' own sequence items, (d)
+    the ``popular_k`` most popular items for everyone; minus the excluded pairs.
+    """
+    end = day_end(ds)
+    on_ds = F.col(c.DS) == F.lit(ds)
+    items = read("items_clean").select(c.ITEM_ID, c.TITLE, c.CATEGORY)
+    seqs = read("user_sequences").where(on_ds).select(c.USER_ID, "events").persist(StorageLevel.MEMORY_AND_DISK)
+    users = seqs.select(c.USER_ID)
+    user_vec = read("user_embeddings").where(on_ds).select(c.USER_ID, "embedding")
+    item_vec = read("item_embeddings").join(items.select(c.ITEM_ID), c.ITEM_ID).select(c.ITEM_ID, "embedding")
+    history = read("events_clean").where(F.col(c.EVENT_DATE) <= F.lit(ds))
+    popularity = None
+    try:
+        retrieved = retrieve(user_vec, item_vec, s.candidates_k, s.broadcast_max_items, s.block_rows)
+        rules = fired_rules(seqs, read("item_rules").where(on_ds), s.recent_items)
+        pop_events = history.where(F.col(c.EVENT_DATE) > F.lit(ds - dt.timedelta(days=s.popularity_lookback_days)))
+        popularity = decayed_popularity(pop_events, end, s.popularity_half_life_days,
+                                        s.type_weights).persist(StorageLevel.MEMORY_AND_DISK)
+        popular = top_popular(popularity, s.popular_k)
+        engaged, category_share = engagement(seqs, items, end, s.engagement_half_life_days)
+        candidates = (retrieved.select(c.USER_ID, c.ITEM_ID)
+                      .unionByName(rules.select(c.USER_ID, c.ITEM_ID))
+                      .unionByName(engaged.select(c.USER_ID, c.ITEM_ID))           # at most sequences.max_len per user
+                      .unionByName(users.crossJoin(popular.select(c.ITEM_ID)))   # users x popular_k, bounded
+                      .distinct())
+        sentiment = read("user_item_sentiment")
+        candidates = candidates.join(excluded_pairs(read("events_clean"), sentiment, ds, s.exclude_types,
+                                                    s.negative_threshold), [c.USER_ID, c.ITEM_ID], "left_anti")
+        negative = negative_reviews(sentiment, ds, s.negative_threshold).withColumnRenamed(c.ITEM_ID, "neg_item")
+
+        ivec = item_vec.withColumnRenamed("embedding", "_iv")
+        user_topics = read("user_topics").where(on_ds).select(c.USER_ID, F.col("distribution").alias("_ut"),
+                                                              F.col("top_topic").alias("_utop"))
+        item_topics = read("item_topics").where(on_ds).select(c.ITEM_ID, F.col("distribution").alias("_it"),
+                                                              F.col("top_topic").alias("_itop"))
+        item_sent = read("item_sentiment").where(on_ds).select(c.ITEM_ID, F.col("smoothed_score").alias("sentiment"))
+        feats = (candidates
+                 .join(user_vec.withColumnRenamed("embedding", "_uv"), c.USER_ID, "left")
+                 .join(ivec, c.ITEM_ID, "left")
+                 .join(user_topics, c.USER_ID, "left").join(item_topics, c.ITEM_ID, "left")
+                 .join(item_sent, c.ITEM_ID, "left")
+                 .join(rules, [c.USER_ID, c.ITEM_ID], "left")
+                 .join(popularity, c.ITEM_ID, "left")
+                 .join(engaged, [c.USER_ID, c.ITEM_ID], "left")
+                 .withColumn("engagement", F.coalesce(F.col("engagement"), F.lit(0.0)))
+                 .withColumn("semantic", dot(F.col("_uv"), F.col("_iv")))
+                 .withColumn("topic", dot(F.col("_ut"), F.col("_it"))))
+        # similarity to negatively reviewed items (their near neighbours are demoted)
+        neg_vec = negative.join(ivec.withColumnRenamed(c.ITEM_ID, "neg_item").withColumnRenamed("_iv", "_nv"),
+                                "neg_item")
+        near = (feats.select(c.USER_ID, c.ITEM_ID, "_iv").join(neg_vec, c.USER_ID)
+                .groupBy(c.USER_ID, c.ITEM_ID).agg(F.max(dot(F.col("_iv"), F.col("_nv"))).alias("_neg_sim")))
+        feats = (feats.join(near, [c.USER_ID, c.ITEM_ID], "left").join(items, c.ITEM_ID)
+                 .join(category_share, [c.USER_ID, c.CATEGORY], "left")
+                 .withColumn("category_affinity", F.coalesce(F.col("category_affinity"), F.lit(0.0))))
+        yield RankingData(feats, seqs, ivec, items, users, popularity)
+    finally:
+        seqs.unpersist()
+        if popularity is not None:
+            popularity.unpersist()
