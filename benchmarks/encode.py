@@ -27,9 +27,9 @@ from jobs.sample_data import SampleSpec, generate  # noqa: E402
 
 def item_texts(n: int, seed: int = 1) -> list[str]:
     """n realistic item texts (the generator's catalogue through the default template)."""
-    from jobs.sample_data import FaultRates, Generator
+    from jobs.sample_data import FaultRates, generator
 
-    gen = Generator(SampleSpec(users=1, items=n, days=1, seed=seed, faults=FaultRates.none()))
+    gen = generator(SampleSpec(users=1, items=n, days=1, seed=seed, faults=FaultRates.none()))
     gen.make_items()
     return [f"{it['title']}. Category: {it['category']}. Brand: {it['brand']}. "
             f"Tags: {it['tags'].replace('|', ', ')}. {it['description']}" for it in gen.items]

@@ -87,8 +87,16 @@ def build_user_sequences(seq_events: DataFrame, verbs: Mapping[str, str], max_ch
         F.size("_seq").alias("n_events"), F.col("n_sessions").cast("int").alias("n_sessions"), "last_event_ts")
 
 
+def carried_forward(previous: DataFrame, fresh_users: DataFrame, previous_ds: dt.date) -> DataFrame:
+    """The profiles of ``previous`` (an earlier run's sequences) whose user has no fresh sequence:
+    kept as they were, with the date they were built for (``profile_ds``)."""
+    return (previous.join(fresh_users, c.USER_ID, "left_anti")
+            .withColumn("profile_ds", F.coalesce(F.col("profile_ds"), F.lit(previous_ds))))
+
+
 def run(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, rec: StageRecord | None = None) -> dict:
-    """Build ``user_sequences`` for ds."""
+    """Build ``user_sequences`` for ds: fresh sequences from the window, plus the last profile of
+    every user of the newest earlier run who has no event in the window."""
     rec = rec or StageRecord()
     s = SequenceSettings.from_config(cfg)
     events = delta_io.read_table(spark, cfg, "events_clean").where(
@@ -96,16 +104,25 @@ def run(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, rec: StageR
     items = delta_io.read_table(spark, cfg, "items_clean")
     seq_events = sequence_events(events, items, day_end(ds), s.lookback_days, s.max_len, s.session_gap_minutes,
                                  s.type_weights, s.half_life_days)
-    sequences = (build_user_sequences(seq_events, s.verbs, s.max_text_chars)
-                 .withColumn(c.DS, F.lit(ds)).withColumn(c.RUN_ID, F.lit(run_id)))
+    fresh = build_user_sequences(seq_events, s.verbs, s.max_text_chars).withColumn("profile_ds", F.lit(ds))
+    stored = delta_io.read_table(spark, cfg, "user_sequences")
+    previous_ds = stored.where(F.col(c.DS) < F.lit(ds)).agg(F.max(c.DS)).first()[0]     # partition listing
+    sequences = fresh
+    if previous_ds is not None:
+        previous = stored.where(F.col(c.DS) == F.lit(previous_ds)).drop(c.DS, c.RUN_ID)
+        sequences = fresh.unionByName(carried_forward(previous, fresh.select(c.USER_ID), previous_ds))
+    sequences = sequences.withColumn(c.DS, F.lit(ds)).withColumn(c.RUN_ID, F.lit(run_id))
     delta_io.replace_where(sequences, cfg, "user_sequences", f"ds = DATE'{ds.isoformat()}'")
     written = delta_io.read_table(spark, cfg, "user_sequences").where(F.col(c.DS) == F.lit(ds))
     stats = written.agg(F.count("*").alias("users"), F.sum("n_events").alias("events"),
-                        F.avg("n_events").alias("avg_len")).first()
+                        F.avg("n_events").alias("avg_len"),
+                        F.sum((F.col("profile_ds") < F.lit(ds)).cast("int")).alias("carried")).first()
     summary = {"users": stats["users"], "events": int(stats["events"] or 0),
-               "avg_len": round(float(stats["avg_len"] or 0), 2),
+               "avg_len": round(float(stats["avg_len"] or 0), 2), "carried_forward": int(stats["carried"] or 0),
+               "carried_from": previous_ds.isoformat() if previous_ds else None,
                "path": delta_io.table_path(cfg, "user_sequences")}
-    line = f"sequences: {summary['users']} users, {summary['events']} events (mean length {summary['avg_len']})"
+    line = (f"sequences: {summary['users']} users ({summary['carried_forward']} carried forward without events in "
+            f"the last {s.lookback_days} days), {summary['events']} events (mean length {summary['avg_len']})")
     return rec.finish(STAGE, summary, rows_out=summary["users"], line=line)
 
 

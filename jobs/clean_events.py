@@ -40,6 +40,7 @@ EVENT_REASONS = {
     "malformed_record": "the line could not be parsed against the raw events schema",
     "invalid_utf8": "the record held bytes that are not valid UTF-8",
     "missing_user_id": "user_id is null or blank",
+    "reserved_user_id": f"user_id is {c.DEFAULT_USER!r}, the id of the default list in recommendations",
     "missing_item_id": "item_id is null or blank",
     "invalid_event_type": "event_type is not one of clean.event_types",
     "unparseable_timestamp": "ts is neither ISO-8601 nor epoch seconds/milliseconds",
@@ -47,7 +48,8 @@ EVENT_REASONS = {
     "before_window": "ts lies before the clean window (clean.window_days)",
     "invalid_rating": "rating outside [clean.rating_min, clean.rating_max]",
     "unknown_item": "item_id is not in items_clean",
-    "bot_user": "the user exceeded clean.bot_max_events_per_hour in some hour",
+    "bot_user": "a bot rule took the user: clean.bot_max_events_per_hour events of clean.bot_event_types, "
+                "or clean.bot_relative_factor x the median busiest hour, in some clock hour",
 }
 ITEM_REASONS = {
     "malformed_record": "the line could not be parsed against the raw items schema",
@@ -123,6 +125,7 @@ def classify_events(
         ("malformed_record", F.col(MALFORMED)),
         ("invalid_utf8", has_invalid_utf8(F.col(RAW))),
         ("missing_user_id", F.col(c.USER_ID).isNull()),
+        ("reserved_user_id", F.col(c.USER_ID) == F.lit(c.DEFAULT_USER)),
         ("missing_item_id", F.col(c.ITEM_ID).isNull()),
         ("invalid_event_type", F.col(c.EVENT_TYPE).isNull() | ~F.col(c.EVENT_TYPE).isin(list(event_types))),
         ("unparseable_timestamp", ts.isNull()),
@@ -149,14 +152,37 @@ def dedup_events(valid: DataFrame) -> DataFrame:
             .withColumn(c.EVENT_ID, F.col(DEDUP_KEY)).drop("_rn", DEDUP_KEY))
 
 
-def flag_bots(events: DataFrame, max_per_hour: int) -> DataFrame:
-    """Set ``_reason = 'bot_user'`` on every event of users above ``max_per_hour`` in some hour."""
-    hourly = events.groupBy(c.USER_ID, F.date_trunc("hour", c.EVENT_TS).alias("_hour")).count()
-    bots = (hourly.where(F.col("count") > max_per_hour).select(c.USER_ID).distinct()
-            .withColumn("_bot", F.lit(True)))
-    return (events.join(bots, c.USER_ID, "left")
-            .withColumn(REASON, F.when(F.col("_bot"), F.lit("bot_user")).otherwise(F.col(REASON)))
-            .drop("_bot"))
+BOT_RULES = ("browsing_rate", "relative_rate")
+
+
+def bot_users(events: DataFrame, max_per_hour: int, bot_event_types: Sequence[str],
+              relative_factor: float | None) -> tuple[DataFrame, dict]:
+    """``(user_id, bot_rule)`` of the users a bot rule takes, and the rules' figures.
+
+    - ``browsing_rate``: more than ``max_per_hour`` events of ``bot_event_types`` in some clock hour;
+    - ``relative_rate``: more events of any type in some clock hour than ``relative_factor`` x the
+      median over users of their busiest hour, and more than ``max_per_hour`` (None: off). The
+      median moves little when a few users are bots, which a high quantile would not.
+    """
+    hourly = (events.groupBy(c.USER_ID, F.date_trunc("hour", c.EVENT_TS).alias("_hour"))
+              .agg(F.count("*").alias("_all"),
+                   F.sum(F.col(c.EVENT_TYPE).isin(list(bot_event_types)).cast("int")).alias("_browse")))
+    peaks = hourly.groupBy(c.USER_ID).agg(F.max("_all").alias("_peak"), F.max("_browse").alias("_peak_browse"))
+    info: dict = {"browsing_limit": max_per_hour, "browsing_types": list(bot_event_types)}
+    rule = F.when(F.col("_peak_browse") > max_per_hour, F.lit("browsing_rate"))
+    if relative_factor is not None:
+        median = peaks.agg(F.percentile_approx("_peak", 0.5)).first()[0]      # one number
+        limit = max(float(max_per_hour), float(relative_factor) * float(median or 0))
+        info.update({"median_busiest_hour": median, "relative_limit": limit})
+        rule = rule.when(F.col("_peak") > F.lit(limit), F.lit("relative_rate"))
+    return peaks.select(c.USER_ID, rule.alias("bot_rule")).where(F.col("bot_rule").isNotNull()), info
+
+
+def flag_bots(events: DataFrame, bots: DataFrame) -> DataFrame:
+    """Set ``_reason = 'bot_user'`` on every event of the users in ``bots`` (``user_id``, ``bot_rule``)."""
+    return (events.join(bots.select(c.USER_ID, F.col("bot_rule").alias("_bot_rule")), c.USER_ID, "left")
+            .withColumn(REASON, F.when(F.col("_bot_rule").isNotNull(), F.lit("bot_user")).otherwise(F.col(REASON)))
+            .drop("_bot_rule"))
 
 
 def to_events_clean(good: DataFrame, run_id: str) -> DataFrame:
@@ -263,12 +289,18 @@ def run(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, rec: StageR
     ).persist()
     raw_events_n = events.count()
     deduped = dedup_events(events.where(F.col(REASON).isNull()))
-    flagged = flag_bots(deduped, s.bot_max_events_per_hour).persist()
+    deduped = deduped.persist()
+    bots, bot_info = bot_users(deduped, s.bot_max_events_per_hour, s.bot_event_types, s.bot_relative_factor)
+    bots = bots.persist()
+    by_rule = dict(bots.groupBy("bot_rule").count().collect())            # one row per rule
+    flagged = flag_bots(deduped, bots).persist()
     deduped_n = flagged.count()
     event_counts = _reason_counts(events)
     valid_events_n = event_counts.get(None, 0)
     event_reasons = {r: n for r, n in event_counts.items() if r is not None}
     bot_n = flagged.where(F.col(REASON) == "bot_user").count()
+    bot_events_by_rule = dict(flagged.where(F.col(REASON) == "bot_user").join(bots, c.USER_ID)
+                              .groupBy("bot_rule").count().collect())
     if bot_n:
         event_reasons["bot_user"] = bot_n
     duplicates = valid_events_n - deduped_n
@@ -295,6 +327,10 @@ def run(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, rec: StageR
                   "duplicates_removed": items_superseded,
                   "by_reason": dict(sorted((r, n) for r, n in item_reasons.items() if r is not None)),
                   "identity_holds": raw_items_n == items_kept + quarantined_items + items_superseded},
+        "bots": {"users": sum(by_rule.values()), "events": bot_n,
+                 "share_of_events": round(bot_n / raw_events_n, 6) if raw_events_n else 0.0,
+                 "users_by_rule": {r: by_rule.get(r, 0) for r in BOT_RULES},
+                 "events_by_rule": {r: bot_events_by_rule.get(r, 0) for r in BOT_RULES}, **bot_info},
         "paths": {name: delta_io.table_path(cfg, name) for name in ("events_clean", "items_clean", "quarantine")},
     }
     accounts = []
@@ -304,8 +340,10 @@ def run(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, rec: StageR
                         f"removed {p['duplicates_removed']} (identity {'holds' if p['identity_holds'] else 'BROKEN'}; "
                         f"quarantined by reason {p['by_reason']})")
         log.info("%s", accounts[-1])
+    b = summary["bots"]
+    accounts.append(f"bots: {b['users']} users, {b['events']} events ({100 * b['share_of_events']:.1f}% of raw events)")
     summary["line"] = "; ".join(accounts)
-    for df in (items, latest, events, flagged):
+    for df in (items, latest, events, deduped, bots, flagged):
         df.unpersist()
     if not (summary["events"]["identity_holds"] and summary["items"]["identity_holds"]):
         raise RuntimeError(f"reconciliation identity broken: {summary}")

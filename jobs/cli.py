@@ -39,8 +39,10 @@ def _cmd_sample_data(args: argparse.Namespace) -> int:
 
         raise InputError(str(exc)) from None
     truth = generate(args.out, spec)
-    print(f"sample written to {args.out}: {truth['raw_event_rows']} raw events, "
+    print(f"{spec.shape} sample written to {args.out}: {truth['raw_event_rows']} raw events, "
           f"{truth['raw_item_rows']} raw items, ground truth in {Path(args.out) / 'ground_truth.json'}")
+    print(f"settings for it: {truth['conf']}")
+    print(f"run the nightly on it with:\n  {truth['command']}")
     return 0
 
 
@@ -122,7 +124,8 @@ def _cmd_import(args: argparse.Namespace) -> int:
     print(f"{manifest['source']}: {manifest['events_written']} events and {manifest['items_written']} items "
           f"written to {args.out} ({manifest['first_date']} .. {manifest['last_date']}); "
           f"counts {manifest['counts']}; manifest {args.out / 'import.json'}")
-    print("run the nightly on it with:\n  " + suggested_command(manifest, args.out))
+    print(f"settings for it: {manifest['conf']}")
+    print("run the nightly on it with:\n  " + suggested_command(manifest))
     return 0
 
 
@@ -143,20 +146,18 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from jobs.common.session import get_spark
     from jobs.nightly import run_nightly
     from jobs.queries import metrics_table, show_recs
-    from jobs.sample_data import SampleSpec, generate
+    from jobs.sample_data import DEFAULT_DAYS, SampleSpec, generate
     from schemas.registry import TABLES
 
     out = Path(args.out)
     sample = out / "sample"
-    spec = SampleSpec(users=args.users, items=args.items, days=args.days, seed=args.seed)
-    print(f"generating sample data into {sample} ...", flush=True)
+    days = args.days if args.days is not None else DEFAULT_DAYS[args.shape]
+    spec = SampleSpec(users=args.users, items=args.items, days=days, seed=args.seed, shape=args.shape)
+    print(f"generating a {spec.shape} sample into {sample} ...", flush=True)
     truth = generate(sample, spec)
-    cfg = load_config([CONF_DIR / "local.yaml", *args.conf], [
+    # the local set-up, the shape's own suggested settings, the demo's folders, then the user's
+    cfg = load_config([CONF_DIR / "local.yaml", truth["conf"], *args.conf], [
         f"lake.root={out / 'lake'}",
-        f"input.events_path={sample / 'events'}",
-        f"input.items_path={sample / 'items'}",
-        "input.format=jsonl",
-        f"clean.window_days={spec.days}",
         f"dq.docs_dir={out / 'reports' / 'dq'}",
         f"report.dir={out / 'reports'}",
         *args.overrides,
@@ -236,9 +237,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="generate sample data and run the nightly stages on local Spark")
     p.add_argument("--out", default="demo-output", help="folder for the sample and the lake (default demo-output)")
+    p.add_argument("--shape", choices=["shop", "ratings", "reviews"], default="shop",
+                   help="the sample's shape (default shop; see recjobs sample-data)")
     p.add_argument("--users", type=int, default=400)
     p.add_argument("--items", type=int, default=300)
-    p.add_argument("--days", type=int, default=14)
+    p.add_argument("--days", type=int, default=None, help="days of history (default: the shape's, shop 14)")
     p.add_argument("--seed", type=int, default=42)
     add_config_args(p)
     p.set_defaults(func=_cmd_demo)

@@ -25,6 +25,7 @@ from typing import Iterator, Mapping
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from jobs.common import delta_io
 from jobs.common.config import with_values
@@ -52,9 +53,13 @@ NO_DECAY_DAYS = 1e6
 
 
 # ------------------------------------------------------------------------- evaluation lake
-def _eval_cfg(cfg: Mapping, name: str, extra: Mapping | None = None) -> Mapping:
+def _eval_cfg(cfg: Mapping, name: str, extra: Mapping | None = None, history_days: int = 0) -> Mapping:
+    """The configuration of the evaluation lake ``<lake>/_eval/<name>``; its sequence window
+    covers ``history_days`` (the training events' span) when that is longer than the nightly's,
+    so every user with training history has a profile, as carrying forward gives them nightly."""
     root = f"{delta_io.lake_root(cfg)}/_eval/{name}"
-    values = {"lake.root": root, **(extra or {})}
+    lookback = max(int(cfg["sequences"]["lookback_days"]), history_days)
+    values = {"lake.root": root, "sequences.lookback_days": lookback, **(extra or {})}
     if cfg["topics"]["use_reviews"]:   # review texts are events: refit on this split's training data
         values["topics.refit_every_days"] = 1
     return with_values(cfg, values)
@@ -68,6 +73,9 @@ def build_features(spark: SparkSession, cfg: Mapping, ecfg: Mapping, train: Data
     delta_io.overwrite(train, ecfg, "events_clean")
     for name in ("items_clean", "item_embeddings"):
         delta_io.overwrite(delta_io.read_table(spark, cfg, name), ecfg, name)
+    # the profiles come from the training events alone: no sequence of an earlier evaluation is
+    # carried forward (the window covers the whole training history instead, see _eval_cfg)
+    delta_io.overwrite(spark.createDataFrame([], t.USER_SEQUENCES), ecfg, "user_sequences")
     if copy_from is not None:
         for name in DECAY_FREE_TABLES:
             delta_io.overwrite(delta_io.read_table(spark, copy_from, name), ecfg, name)
@@ -109,13 +117,15 @@ def evaluate_protocol(spark: SparkSession, cfg: Mapping, ds: dt.date, protocol: 
             log.warning("evaluate %s: no held-out events for %s; skipped", protocol, ds)
             return []
         users = test.select(c.USER_ID).distinct()
+        first = train.agg(F.min(c.EVENT_DATE)).first()[0]
+        span = (fds - first).days + 1 if first else 0
         catalogue = delta_io.read_table(spark, cfg, "items_clean").count()
         vectors = delta_io.read_table(spark, cfg, "item_embeddings").select(c.ITEM_ID, "embedding")
 
         def score(models: Mapping[str, DataFrame]) -> list[tuple]:
             return _score_models(ds, protocol, run_id, models, test, train, ks, catalogue, vectors)
 
-        ecfg = _eval_cfg(cfg, protocol, {"rank.top_n": kmax})
+        ecfg = _eval_cfg(cfg, protocol, {"rank.top_n": kmax}, span)
         rs = RankSettings.from_config(ecfg)
         with ranker_features(spark, cfg, ecfg, train, users, fds, run_id) as feats:
             models: dict[str, DataFrame] = {PRODUCT: blend_rank(feats, rs)}
@@ -136,7 +146,7 @@ def evaluate_protocol(spark: SparkSession, cfg: Mapping, ds: dt.date, protocol: 
                 models["als"] = als_baseline(train, users, excluded, kmax, ev.type_weights, ev.als)
             rows = score(models)
         if "no_decay" in ev.ablations:
-            ncfg = _eval_cfg(cfg, f"{protocol}-no_decay", {"rank.top_n": kmax, **_no_decay_values(cfg)})
+            ncfg = _eval_cfg(cfg, f"{protocol}-no_decay", {"rank.top_n": kmax, **_no_decay_values(cfg)}, span)
             with ranker_features(spark, cfg, ncfg, train, users, fds, run_id, DECAY_STAGES, copy_from=ecfg) as feats:
                 rows += score({f"{PRODUCT}_no_decay": blend_rank(feats, RankSettings.from_config(ncfg))})
         return rows

@@ -33,6 +33,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import IO, Iterable
 
+from jobs.common.config import nightly_command, write_run_conf
 from jobs.common.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,8 @@ ML100K_GENRES = ["unknown", "Action", "Adventure", "Animation", "Children's", "C
                  "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller",
                  "War", "Western"]
 TOP_TAGS_PER_ITEM = 10
+# What the imported sets record is consumption: a rated or reviewed item is never recommended again.
+CONSUMED_TYPES = ["rate", "review"]
 LINES_PER_PART = 1_000_000
 
 
@@ -322,19 +325,38 @@ def import_amazon(src: Path, out: Path, meta: Path | None = None) -> dict:
 
 
 # ------------------------------------------------------------------------------- manifest
-def _manifest(out: Path, source: str, src: Path, stats: Stats, n_events: int, n_items: int) -> dict:
+def suggested_settings(out: Path, stats: Stats, consumed: list[str]) -> dict:
+    """The settings a nightly on the imported folder needs (dotted keys): where the files and the
+    lake are, a clean window and sequence, popularity and rule windows that cover the data's span,
+    the rating bounds, ``consumed`` event types excluded from lists, and no bot rules (public
+    research sets are people: rating hundreds of films in one sitting is how they were collected)."""
     day = lambda ts: dt.datetime.fromtimestamp(ts, dt.timezone.utc).date()  # noqa: E731
-    first, last = (day(stats.min_ts), day(stats.max_ts)) if stats.min_ts is not None else (None, None)
-    settings = {"input.format": "jsonl", "input.events_path": str((out / "events").resolve()),
-                "input.items_path": str((out / "items").resolve())}
-    if first:
-        settings["clean.window_days"] = (last - first).days + 1
+    settings: dict = {"input.format": "jsonl", "input.events_path": str((out / "events").resolve()),
+                      "input.items_path": str((out / "items").resolve()), "lake.root": str((out / "lake").resolve()),
+                      "dq.docs_dir": str((out / "reports" / "dq").resolve()), "report.dir": str((out / "reports").resolve()),
+                      "rank.exclude_types": consumed, "clean.bot_event_types": [], "clean.bot_relative_factor": None}
+    if stats.min_ts is not None:
+        span = (day(stats.max_ts) - day(stats.min_ts)).days + 1
+        settings.update({"clean.window_days": span, "sequences.lookback_days": max(365, span),
+                         "rank.popularity_lookback_days": span, "rules.lookback_days": span,
+                         # decay over the data's own time scale (a quarter of its span), not a shop's week
+                         "rank.popularity_half_life_days": float(max(7, span // 4))})
     if stats.min_rating is not None:
         settings["clean.rating_min"] = min(1.0, stats.min_rating)
         settings["clean.rating_max"] = max(5.0, stats.max_rating)
+    return settings
+
+
+def _manifest(out: Path, source: str, src: Path, stats: Stats, n_events: int, n_items: int) -> dict:
+    day = lambda ts: dt.datetime.fromtimestamp(ts, dt.timezone.utc).date()  # noqa: E731
+    first, last = (day(stats.min_ts), day(stats.max_ts)) if stats.min_ts is not None else (None, None)
+    settings = suggested_settings(out, stats, CONSUMED_TYPES)
+    conf = write_run_conf(out / "recjobs.yaml", settings,
+                          f"recjobs settings for {source} imported from {src}; layered over conf/local.yaml by:")
     manifest = {"source": source, "from": str(src), "events_written": n_events, "items_written": n_items,
                 "counts": dict(stats.counts), "first_date": first and first.isoformat(),
-                "last_date": last and last.isoformat(), "run_date": last and last.isoformat(), "settings": settings}
+                "last_date": last and last.isoformat(), "run_date": last and last.isoformat(), "settings": settings,
+                "conf": str(conf), "command": nightly_command(last.isoformat(), conf) if last else None}
     (out / "import.json").write_text(json.dumps(manifest, indent=1))
     return manifest
 
@@ -356,7 +378,8 @@ def run_import(args: argparse.Namespace) -> dict:
     return import_amazon(args.src, args.out, args.meta)
 
 
-def suggested_command(manifest: dict, out: Path) -> str:
-    """The nightly command for the imported data."""
-    sets = " ".join(f"--set {k}={v}" for k, v in manifest["settings"].items())
-    return (f"recjobs nightly --date {manifest['run_date']} --set lake.root={out / 'lake'} {sets}")
+def suggested_command(manifest: dict) -> str:
+    """The nightly command for the imported data (also ``import.json``'s ``command``)."""
+    if not manifest["command"]:
+        raise InputError(f"{manifest['from']}: no event could be imported, so there is no date to run the nightly for")
+    return manifest["command"]

@@ -24,17 +24,24 @@ def user_recommendations(spark: SparkSession, cfg: Mapping, user: str, date: dt.
     """One user's recommendations of ``date`` (the newest date when None), with the components,
     recent history, keywords and topic profile when ``explain``."""
     read = delta_io.reader(spark, cfg)
-    recs = read("recommendations").where(F.col(c.USER_ID) == user)
-    ds = date or recs.agg(F.max(c.DS)).first()[0]
+    table = read("recommendations")
+    ds = date or table.agg(F.max(c.DS)).first()[0]
     if ds is None:
-        raise InputError(f"no recommendations for user {user!r} in {delta_io.table_path(cfg, 'recommendations')}")
+        raise InputError(f"no recommendations in {delta_io.table_path(cfg, 'recommendations')}; run the nightly first")
     items = read("items_clean").select(c.ITEM_ID, c.TITLE, c.CATEGORY)
-    rows = recs.where(F.col(c.DS) == F.lit(ds)).join(items, c.ITEM_ID, "left").orderBy("rank").collect()  # <= top_n
-    out = {"user_id": user, "ds": str(ds), "recommendations": [
+    on_ds = table.where(F.col(c.DS) == F.lit(ds))
+    rows = on_ds.where(F.col(c.USER_ID) == user).join(items, c.ITEM_ID, "left").orderBy("rank").collect()  # <= top_n
+    default = not rows
+    if default:      # a user nobody knows gets the default list, as a service would serve it
+        rows = on_ds.where(F.col(c.USER_ID) == c.DEFAULT_USER).join(items, c.ITEM_ID, "left").orderBy("rank").collect()
+        if not rows:
+            raise InputError(f"no recommendations for user {user!r} on {ds} and no default list "
+                             f"in {delta_io.table_path(cfg, 'recommendations')}")
+    out = {"user_id": user, "ds": str(ds), "default_list": default, "recommendations": [
         {"rank": r["rank"], "item_id": r[c.ITEM_ID], "title": r[c.TITLE], "category": r[c.CATEGORY],
          "score": round(r["score"], 4), "reason": r["reason"], "reason_kind": r["reason_kind"],
          **({"components": r["components"].asDict()} if explain else {})} for r in rows]}
-    if explain:
+    if explain and not default:
         mine = (F.col(c.DS) == F.lit(ds)) & (F.col(c.USER_ID) == user)
         seq = read("user_sequences").where(mine).first()
         recent = seq["events"][:10] if seq else []
@@ -51,13 +58,14 @@ def user_recommendations(spark: SparkSession, cfg: Mapping, user: str, date: dt.
 
 def format_recommendations(out: dict, explain: bool) -> str:
     """The text ``recjobs recs`` prints."""
-    lines = [f"recommendations for {out['user_id']} on {out['ds']}:"]
+    lines = [f"recommendations for {out['user_id']} on {out['ds']}" +
+             (" (no history: the default list)" if out.get("default_list") else "") + ":"]
     for r in out["recommendations"]:
         lines.append(f"  {r['rank']:2d}. {r['title'] or r['item_id']} [{r['category']}]  score {r['score']:.3f}"
                      f"  — {r['reason']}")
         if explain:
             lines.append(f"      components: {r['components']}")
-    if explain:
+    if explain and "recent_history" in out:
         lines.append("recent history: " + "; ".join(f"{h['event_type']} {h['title'] or h['item_id']}"
                                                     for h in out["recent_history"]))
         lines.append(f"keywords: {', '.join(out['keywords'])}")

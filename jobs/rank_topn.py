@@ -29,7 +29,7 @@ from pyspark.sql import functions as F
 from jobs.common import delta_io
 from jobs.common.runlog import StageRecord
 from jobs.common.settings import RankSettings
-from jobs.ranking import blend_rank, candidate_features, reason_context, reasons
+from jobs.ranking import blend_rank, candidate_features, default_list, reason_context, reasons
 from schemas import columns as c
 from schemas.components import names
 
@@ -44,23 +44,29 @@ def run(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, rec: StageR
     s = RankSettings.from_config(cfg)
     read = delta_io.reader(spark, cfg)
     on_ds = F.col(c.DS) == F.lit(ds)
+    terms = read("topic_terms").where(on_ds)
     with candidate_features(read, ds, s) as data:
         ranked = reason_context(blend_rank(data.features, s), data.sequences, data.item_vectors, data.items,
-                                read("topic_terms").where(on_ds), s.recent_items, s.verbs)
-        out = reasons(ranked, s.weights).select(
+                                terms, s.recent_items, s.verbs)
+        default = default_list(data.popularity, data.items, read("item_topics").where(on_ds), terms, s)
+        out = (reasons(ranked, s.weights).unionByName(default, allowMissingColumns=True).select(
             F.lit(ds).alias(c.DS), c.USER_ID, F.col("rank").cast("int"), c.ITEM_ID, "score",
             F.struct(*[F.col(n).cast("double").alias(n) for n in names()]).alias("components"), "reason",
-            "reason_kind", F.lit(s.model_version).alias("model_version"), F.lit(run_id).alias(c.RUN_ID))
+            "reason_kind", F.lit(s.model_version).alias("model_version"), F.lit(run_id).alias(c.RUN_ID)))
         delta_io.replace_where(out, cfg, "recommendations_staging", f"ds = DATE'{ds.isoformat()}'")
         n_users = data.users.count()
-    per_user = read("recommendations_staging").where(on_ds).groupBy(c.USER_ID).count()
+    written = read("recommendations_staging").where(on_ds)
+    n_default = written.where(F.col(c.USER_ID) == c.DEFAULT_USER).count()
+    per_user = written.where(F.col(c.USER_ID) != c.DEFAULT_USER).groupBy(c.USER_ID).count()
     stats = per_user.agg(F.count("*").alias("users"), F.sum("count").alias("rows"),
                          F.sum((F.col("count") < s.top_n).cast("int")).alias("short")).first()
     summary = {"users": n_users, "users_with_recs": stats["users"], "rows": int(stats["rows"] or 0),
                "users_short_of_n": int(stats["short"] or 0) + (n_users - stats["users"]),
-               "top_n": s.top_n, "path": delta_io.table_path(cfg, "recommendations_staging")}
+               "default_list": n_default, "top_n": s.top_n,
+               "path": delta_io.table_path(cfg, "recommendations_staging")}
     line = (f"ranked: {summary['rows']} recommendations for {summary['users_with_recs']} users "
-            f"({summary['users_short_of_n']} short of {s.top_n})")
+            f"({summary['users_short_of_n']} short of {s.top_n}), and a default list of {n_default} for users "
+            f"without history ({c.DEFAULT_USER})")
     return rec.finish(STAGE, summary, rows_in=n_users, rows_out=summary["rows"], line=line)
 
 

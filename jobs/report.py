@@ -169,6 +169,7 @@ def build_report(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, st
         "stages": [{k: v for k, v in s.items() if k != "details"} for s in stages],
         "total_duration_s": round(sum(s["duration_s"] for s in stages), 2),
         "reconciliation": {part: clean[part] for part in ("events", "items") if part in clean},
+        "bots": clean.get("bots"),
         "dq": dq_summary(spark, cfg, ds),
         "recommendations": recommendation_stats(spark, cfg, ds, table),
         "evaluation": evaluation(spark, cfg, ds),
@@ -269,6 +270,16 @@ def render_html(report: dict) -> str:
             [[k, v["raw"], v["clean"], v["quarantined"], v["duplicates_removed"],
               "holds" if v["identity_holds"] else "BROKEN",
               ", ".join(f"{r}: {n}" for r, n in v["by_reason"].items())] for k, v in rec.items()]))
+    bots = report.get("bots")
+    if bots:
+        rules = ", ".join(f"{rule}: {bots['users_by_rule'].get(rule, 0)} users, {bots['events_by_rule'].get(rule, 0)} "
+                          f"events" for rule in bots["users_by_rule"])
+        limit = (f"; relative limit {bots['relative_limit']:.0f} events an hour (median busiest hour "
+                 f"{bots['median_busiest_hour']})" if bots.get("relative_limit") is not None else "")
+        parts.append(f"<p>Bot rules took {bots['users']} users and {bots['events']} events "
+                     f"({100 * bots['share_of_events']:.2f}% of raw events): {html.escape(rules)}; browsing limit "
+                     f"{bots['browsing_limit']} events an hour of {html.escape(', '.join(bots['browsing_types']) or 'no type')}"
+                     f"{html.escape(limit)}.</p>")
     dq = report["dq"]
     gate = "passed" if dq["failed_error"] == 0 else "FAILED"
     parts.append(f"<h2>Data quality: gate <span class='{'ok' if gate == 'passed' else 'bad'}'>{gate}</span></h2>"

@@ -137,11 +137,26 @@ def suite_frame(spark: SparkSession, cfg: Mapping, suite: Suite, sctx: SuiteCont
         return df, None
     version = delta_io.current_version(spark, cfg, suite.source)
     df = delta_io.read_table(spark, cfg, suite.source, version=version)
+    if suite.scope == "run":
+        return clean_run_frame(df, sctx.ds), version
     if suite.scope == "ds":
         df = df.where(F.col(c.DS) == F.lit(sctx.ds))
     elif suite.scope == "window":
         df = df.where(F.col(c.EVENT_DATE).between(F.lit(sctx.window_start), F.lit(sctx.ds)))
     return df, version
+
+
+def clean_run_frame(runs: DataFrame, ds: dt.date) -> DataFrame:
+    """One row from the newest succeeded clean record of ds: the reconciliation identities and the
+    share of raw events the bot rules took (none when clean has not run for ds)."""
+    clean = (runs.where((F.col(c.DS) == F.lit(ds)) & (F.col(c.STAGE) == "clean") & (F.col("status") == "succeeded"))
+             .orderBy(F.col("finished_at").desc()).limit(1))
+    details = F.col("details")
+    return clean.select(
+        F.get_json_object(details, "$.events.identity_holds").cast("boolean").alias("events_identity_holds"),
+        F.get_json_object(details, "$.items.identity_holds").cast("boolean").alias("items_identity_holds"),
+        F.coalesce(F.get_json_object(details, "$.bots.share_of_events").cast("double"), F.lit(0.0))
+        .alias("bot_event_share"))
 
 
 def suite_context(spark: SparkSession, cfg: Mapping, ds: dt.date, cs: CleanSettings, dq: DqSettings) -> SuiteContext:
@@ -154,7 +169,7 @@ def suite_context(spark: SparkSession, cfg: Mapping, ds: dt.date, cs: CleanSetti
         event_types=tuple(cs.event_types), rating_min=float(cs.rating_min), rating_max=float(cs.rating_max),
         max_len=SequenceSettings.from_config(cfg).max_len, topics_k=TopicSettings.from_config(cfg).k,
         top_n=rs.top_n, norm_tolerance=dq.norm_tolerance, distribution_tolerance=dq.distribution_tolerance,
-        full_list_share=dq.full_list_share, model_dim=ref.dim, model_id=ref.model_id,
+        full_list_share=dq.full_list_share, max_bot_share=dq.max_bot_share, model_dim=ref.dim, model_id=ref.model_id,
         excluded=lambda: excluded_pairs(read("events_clean"), read("user_item_sentiment"), ds,
                                         rs.exclude_types, rs.negative_threshold))
 

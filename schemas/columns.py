@@ -35,3 +35,7 @@ QUARANTINED_AT = "quarantined_at"
 CORRUPT = "_corrupt_record"
 
 EVENT_TYPES = ("view", "click", "cart", "purchase", "rate", "review")
+
+# The user id of the default list in recommendations: what a service shows a user nobody knows
+# (no history at all). Raw events under this id are quarantined (reserved_user_id).
+DEFAULT_USER = "__default__"

@@ -7,7 +7,8 @@ a distribution's sum, a user's row count, whether a recommended item exists in t
 is excluded for the user. Helper columns start with ``_``.
 
 Which rows a suite sees is its ``scope``: ``ds`` (the run date's partition), ``window`` (the
-clean window of event dates), ``all`` (unpartitioned tables) or ``raw`` (the raw input files).
+clean window of event dates), ``all`` (unpartitioned tables), ``raw`` (the raw input files) or
+``run`` (one row of the date's newest clean record in ``runs``: its reconciliation and bot counts).
 ``jobs/validate.py`` runs the suites through GX Checkpoints.
 """
 from __future__ import annotations
@@ -65,6 +66,7 @@ class SuiteContext:
     norm_tolerance: float = 0.01
     distribution_tolerance: float = 0.01
     full_list_share: float = 0.9
+    max_bot_share: float = 0.02
     model_dim: int | None = None
     model_id: str | None = None
     excluded: Callable[[], DataFrame] | None = None
@@ -240,7 +242,16 @@ def _recommendation_checks(ctx: SuiteContext) -> list[Check]:
                   "every row carries a reason")]
 
 
+def _clean_run_checks(ctx: SuiteContext) -> list[Check]:
+    share = ctx.max_bot_share
+    return [true("events_identity_holds", "events: raw = clean + quarantined + duplicates removed"),
+            true("items_identity_holds", "items: raw = clean + quarantined + duplicates removed"),
+            between("bot_event_share", 0.0, share, WARN,
+                    f"the bot rules took at most dq.max_bot_share = {share} of the raw events")]
+
+
 SUITES: dict[str, Suite] = {s.name: s for s in (
+    Suite("clean_run", "runs", "run", _clean_run_checks),
     Suite("raw_events", "raw_events", "raw", _raw_events_checks, _raw_events),
     Suite("raw_items", "raw_items", "raw", lambda ctx: [
         not_null(c.ITEM_ID, WARN), not_null(c.TITLE, WARN),

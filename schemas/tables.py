@@ -121,6 +121,9 @@ USER_SEQUENCES = _s(
     ("n_sessions", IntegerType(), False),
     ("last_event_ts", TimestampType(), False),
     (c.RUN_ID, StringType(), False),
+    # the run date whose window this profile was built from: earlier than ds for a user with no
+    # event in the window, whose last profile is carried forward (null in rows of older releases)
+    ("profile_ds", DateType(), True),
 )
 
 ITEM_EMBEDDINGS = _s(

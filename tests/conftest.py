@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.common.config import Config, load_config
+from jobs.common.config import Config, load_config, nested
 
 
 def _test_values(warehouse: str) -> dict:
@@ -69,18 +69,17 @@ class Lake:
 @pytest.fixture(scope="session")
 def make_lake(tmp_path_factory):
     """``make_lake(name, spec, values=None) -> Lake``: generate ``spec`` into a fresh folder and a
-    configuration over it (clean window = the sample's days); ``values`` are layered on top."""
+    configuration over it: the shape's suggested settings (clean window = the sample's days,
+    exclusions, windows), the lake, DQ docs and reports in the folder, ``values`` on top."""
     from jobs.sample_data import generate
 
     def make(name: str, spec, values: dict | None = None) -> Lake:
         root = tmp_path_factory.mktemp(name)
         truth = generate(root / "sample", spec)
-        base = {"lake": {"root": str(root / "lake")},
-                "input": {"format": spec.fmt, "events_path": str(root / "sample" / "events"),
-                          "items_path": str(root / "sample" / "items")},
-                "clean": {"window_days": spec.days},
-                "dq": {"docs_dir": str(root / "dq")},
-                "report": {"dir": str(root / "reports")}}
+        # the shape's own suggested settings (exclusions, windows, bot rules), as a user would run it
+        base = deep_merge(nested(truth["run_settings"]),
+                          {"lake": {"root": str(root / "lake")}, "dq": {"docs_dir": str(root / "dq")},
+                           "report": {"dir": str(root / "reports")}})
         merged = deep_merge(base, values or {})
         return Lake(load_config(values=merged), root, truth, merged)
 
@@ -127,3 +126,52 @@ def tiny_classifier_dir(tmp_path_factory, tiny_model_dir):
                         id2label={0: "NEGATIVE", 1: "POSITIVE"}, label2id={"NEGATIVE": 0, "POSITIVE": 1})
     BertForSequenceClassification(config).save_pretrained(folder)
     return str(folder)
+
+
+# One nightly per sample shape, shared by the tests that look at its outcome (tests/test_shapes.py,
+# tests/test_nightly.py): small samples, the tiny encoder, a small LDA, a short evaluation.
+NIGHT_SPECS = {
+    "shop": dict(users=60, items=60, days=5, seed=5),
+    "ratings": dict(users=60, items=120, days=150, seed=6),
+    "reviews": dict(users=150, items=50, days=700, seed=7),
+}
+
+
+@dataclass
+class Night:
+    """A sample of one shape and the nightly's outcome on it."""
+
+    lake: Lake
+    ds: object
+    out: dict
+
+    @property
+    def cfg(self) -> Config:
+        return self.lake.cfg
+
+
+@pytest.fixture(scope="session")
+def shape_night(spark, make_lake, tiny_model_dir):
+    """``shape_night(shape) -> Night``: the nightly run once per shape and test session."""
+    import yaml
+
+    from jobs.nightly import run_nightly
+    from jobs.sample_data import SampleSpec
+
+    nights: dict[str, Night] = {}
+
+    def night(shape: str) -> Night:
+        if shape not in nights:
+            spec = SampleSpec(shape=shape, **NIGHT_SPECS[shape])
+            made = make_lake(f"night-{shape}", spec, {
+                "encoder": {"model": tiny_model_dir},
+                "topics": {"k": 4, "max_iter": 20},
+                "eval": {"protocols": ["leave_last_out", "next_day"], "ablations": [], "baselines": ["popularity"],
+                         "ks": [10]},
+            })
+            (made.root / "conf.yaml").write_text(yaml.safe_dump(made.values))
+            out = run_nightly(spark, made.cfg, spec.end_date, echo=lambda *a, **k: None)
+            nights[shape] = Night(made, spec.end_date, out)
+        return nights[shape]
+
+    return night

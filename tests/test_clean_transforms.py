@@ -6,7 +6,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import BooleanType, StringType, StructField, StructType
 from pyspark.testing import assertDataFrameEqual
 
-from jobs.clean_events import (REASON, Window_, classify_events, classify_items, dedup_events, flag_bots,
+from jobs.clean_events import (REASON, Window_, bot_users, classify_events, classify_items, dedup_events, flag_bots,
                                latest_items, normalise_events, normalise_items)
 from jobs.common.raw_io import FILE, MALFORMED, RAW, parse_timestamp, read_raw
 from schemas.tables import RAW_EVENTS, RAW_ITEMS
@@ -91,16 +91,41 @@ def test_dedup_by_event_id_and_by_natural_key(spark):
     assert ids == again
 
 
-def test_flag_bots_marks_every_event_of_a_fast_user(spark):
-    base = dt.datetime(2026, 6, 30, 10, 0)
-    rows = [(f"b{i}", "bot", "i1", "view", (base + dt.timedelta(seconds=10 * i)).isoformat(), None, None, "r", False)
-            for i in range(30)]
-    rows += [(f"h{i}", "human", "i1", "view", (base + dt.timedelta(minutes=5 * i)).isoformat(), None, None, "r", False)
-             for i in range(10)]
-    flagged = flag_bots(_classify(spark, rows), max_per_hour=20)
+def _bot_flags(spark, rows, **rules):
+    events = _classify(spark, rows)
+    bots, info = bot_users(events, **rules)
+    flagged = flag_bots(events, bots)
     by_user = {r["user_id"]: r["n"] for r in
                flagged.where(F.col(REASON) == "bot_user").groupBy("user_id").agg(F.count("*").alias("n")).collect()}
-    assert by_user == {"bot": 30}
+    return by_user, dict(bots.select("user_id", "bot_rule").collect()), info
+
+
+def _burst(user, etype, n, seconds, start=dt.datetime(2026, 6, 30, 10, 0)):
+    return [(f"{user}{i}", user, "i1", etype, (start + dt.timedelta(seconds=seconds * i)).isoformat(), 4.0, None,
+             "r", False) for i in range(n)]
+
+
+def test_flag_bots_marks_every_event_of_a_fast_browser(spark):
+    rows = _burst("bot", "view", 30, 10) + _burst("human", "view", 10, 300)
+    by_user, rules, _ = _bot_flags(spark, rows, max_per_hour=20, bot_event_types=["view", "click"],
+                                   relative_factor=None)
+    assert by_user == {"bot": 30} and rules == {"bot": "browsing_rate"}
+
+
+def test_rating_many_films_in_one_sitting_is_human_but_a_rating_flood_is_not(spark):
+    # 25 people rate 40 films each within an hour; a spammer rates 600 in one hour
+    rows = [r for u in range(25) for r in _burst(f"fan{u}_", "rate", 40, 60)] + _burst("spam", "rate", 600, 5)
+    # ratings are not a browsing type: the fixed rule takes nobody, whatever their rate
+    by_user, _, _ = _bot_flags(spark, rows, max_per_hour=30, bot_event_types=["view", "click"], relative_factor=None)
+    assert by_user == {}
+    # relative to the data: 600 > 10 x the median busiest hour (40); 40 is not
+    by_user, rules, info = _bot_flags(spark, rows, max_per_hour=30, bot_event_types=["view", "click"],
+                                      relative_factor=10.0)
+    assert by_user == {"spam": 600} and rules == {"spam": "relative_rate"}
+    assert info["median_busiest_hour"] == 40 and info["relative_limit"] == 400.0
+    # and never below the fixed limit: a data set of quiet users does not turn a busy one into a bot
+    quiet = [r for u in range(9) for r in _burst(f"q{u}_", "rate", 2, 60)] + _burst("busy", "rate", 25, 60)
+    assert _bot_flags(spark, quiet, max_per_hour=30, bot_event_types=[], relative_factor=10.0)[0] == {}
 
 
 def _raw_items(spark, rows):

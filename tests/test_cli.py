@@ -78,3 +78,33 @@ def test_missing_model_path_exits_2_naming_path_and_key(tmp_path):
     assert out.returncode == 2
     assert str(tmp_path / "nope") in out.stderr and "encoder.model" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_local_workers_get_this_interpreter_when_no_master_is_configured(spark, lake_cfg, tmp_path, tiny_model_dir):
+    """No master in the configuration (Spark then runs locally) and a PATH whose first python3 is
+    not the project's: the workers must still get the project's interpreter, or encoding fails."""
+    import datetime as dt
+    from pathlib import Path
+
+    from jobs.common import delta_io
+
+    items = spark.createDataFrame(
+        [(f"i{n}", f"title {n}", "Books", None, 1.0, "d", ["a"], dt.datetime(2026, 6, 1), False, "f", "r", dt.date(2026, 6, 1))
+         for n in range(5)],
+        "item_id string, title string, category string, brand string, price double, description string, "
+        "tags array<string>, updated_at timestamp, text_truncated boolean, source_file string, run_id string, ds date")
+    delta_io.overwrite(items, lake_cfg, "items_clean")
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "python3").write_text("#!/bin/sh\necho 'this python3 is not the project interpreter' >&2\nexit 3\n")
+    (fake / "python3").chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON", "VIRTUAL_ENV")}
+    env["PATH"] = f"{fake}:{env['PATH']}"
+    recjobs = str(Path(sys.executable).parent / "recjobs")
+    out = subprocess.run([recjobs, "run", "encode_items", "--date", "2026-06-30",
+                          "--set", f"lake.root={lake_cfg['lake']['root']}", "--set", f"encoder.model={tiny_model_dir}",
+                          "--set", "spark.conf.spark.ui.enabled=false"],
+                         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert '"encoded": 5' in out.stdout
+    assert delta_io.read_table(spark, lake_cfg, "item_embeddings").count() == 5

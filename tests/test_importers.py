@@ -1,8 +1,11 @@
 """Importers on small files written here in each public format, then through the clean stage."""
+import datetime as dt
 import gzip
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -109,8 +112,9 @@ def test_amazon_gzip_reviews_with_python_literal_metadata(tmp_path):
 def test_imported_movielens_goes_through_clean(spark, tmp_path):
     _ml100k(tmp_path / "ml-100k")
     m = import_movielens(tmp_path / "ml-100k", tmp_path / "out")
-    overrides = [f"{k}={v}" for k, v in m["settings"].items()] + [f"lake.root={tmp_path / 'lake'}"]
-    cfg = load_config(overrides=overrides)
+    cfg = load_config([m["conf"]])                # the settings file the importer wrote
+    assert cfg["rank"]["exclude_types"] == ["rate", "review"] and cfg["clean"]["bot_event_types"] == []
+    assert cfg["clean"]["bot_relative_factor"] is None and cfg["sequences"]["lookback_days"] >= 122
     import datetime as dt
 
     s = run_stage(spark, cfg, "clean", dt.date.fromisoformat(m["run_date"]), "import-test")
@@ -129,3 +133,64 @@ def test_import_cli(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "jobs.cli", "import", "movielens", str(tmp_path),
                           "--out", str(tmp_path / "o2")], capture_output=True, text=True)
     assert bad.returncode == 2 and "u.data, ratings.dat or ratings.csv" in bad.stderr
+
+
+def _ml100k_from_sample(spark_free_dir, users=40, items=60, seed=4):
+    """An ml-100k folder (u.data, u.item, u.genre) holding a small ratings sample."""
+    from jobs.sample_data import FaultRates, SampleSpec, generate
+    from jobs.sample_data.ratings import GENRES
+
+    sample = generate(spark_free_dir / "sample", SampleSpec(shape="ratings", users=users, items=items, days=120,
+                                                            seed=seed, faults=FaultRates.none()))
+    d = spark_free_dir / "ml-100k"
+    d.mkdir()
+    events = [json.loads(line) for line in (spark_free_dir / "sample" / "events" / "part-00000.jsonl").read_text().splitlines()]
+    ids = {}
+    for e in events:
+        ids.setdefault(e["user_id"], len(ids) + 1)
+    films = {}
+    rows = []
+    for e in events:
+        films.setdefault(e["item_id"], len(films) + 1)
+        ts = int(dt.datetime.fromisoformat(str(e["ts"]).replace("Z", "+00:00")).timestamp()) \
+            if not str(e["ts"]).lstrip("-").isdigit() else int(e["ts"]) // (1000 if int(e["ts"]) > 10**11 else 1)
+        rows.append(f"{ids[e['user_id']]}\t{films[e['item_id']]}\t{int(e['rating'])}\t{ts}\n")
+    (d / "u.data").write_text("".join(rows))
+    genres = ["unknown", *GENRES]
+    (d / "u.genre").write_text("".join(f"{g}|{i}\n" for i, g in enumerate(genres)))
+    items_raw = {json.loads(line)["item_id"]: json.loads(line)
+                 for line in (spark_free_dir / "sample" / "items" / "part-00000.jsonl").read_text().splitlines()}
+    lines = []
+    for iid, n in films.items():
+        it = items_raw[iid]
+        on = set(it["tags"].split("|"))
+        lines.append(f"{n}|{it['title']}|01-Jan-1995||http://x|" + "|".join("1" if g in on else "0" for g in genres))
+    (d / "u.item").write_bytes(("\n".join(lines) + "\n").encode("latin-1"))
+    return d, sample
+
+
+def test_the_printed_nightly_command_runs_as_printed(tmp_path):
+    """recjobs import, then the command it prints, word for word, from a virtualenv that is not
+    activated (its recjobs script called by path): the nightly finishes and every user gets a list."""
+    import shlex
+
+    src, _ = _ml100k_from_sample(tmp_path)
+    recjobs = str(Path(sys.executable).parent / "recjobs")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON", "VIRTUAL_ENV")}
+    imported = subprocess.run([recjobs, "import", "movielens", str(src), "--out", str(tmp_path / "out")],
+                              capture_output=True, text=True, env=env, timeout=300)
+    assert imported.returncode == 0, imported.stderr[-3000:]
+    printed = imported.stdout.split("run the nightly on it with:")[1].strip().splitlines()[0]
+    manifest = json.loads((tmp_path / "out" / "import.json").read_text())
+    assert printed == manifest["command"] and printed.startswith("recjobs nightly --date ")
+    words = shlex.split(printed)
+    night = subprocess.run([recjobs, *words[1:]], capture_output=True, text=True, env=env, timeout=900,
+                           cwd=tmp_path)
+    assert night.returncode == 0, (night.stdout[-3000:], night.stderr[-3000:])
+    from deltalake import DeltaTable
+
+    recs = DeltaTable(str(tmp_path / "out" / "lake" / "recommendations")).to_pandas()
+    rated = {line.split("\t")[0] for line in (src / "u.data").read_text().splitlines()}
+    assert rated <= set(recs["user_id"])                        # every user has a list
+    pairs = {tuple(line.split("\t")[:2]) for line in (src / "u.data").read_text().splitlines()}
+    assert not pairs & set(zip(recs["user_id"], recs["item_id"]))   # no film the user rated

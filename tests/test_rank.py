@@ -109,6 +109,7 @@ def test_top_n_shape_ranks_and_exclusions(spark, lake):
     cfg, _, results = lake
     recs = _recs(spark, cfg).cache()
     per_user = {r["user_id"]: r["n"] for r in recs.groupBy("user_id").agg(F.count("*").alias("n")).collect()}
+    assert per_user.pop("__default__") == N == results["rank_topn"]["default_list"]   # the list for strangers
     assert per_user and max(per_user.values()) <= N
     short = sum(1 for n in per_user.values() if n < N)
     assert short == results["rank_topn"]["users_short_of_n"] - (results["rank_topn"]["users"] - len(per_user))
@@ -243,7 +244,7 @@ def test_a_service_reads_the_table_without_spark(spark, lake):
 
     table = DeltaTable(delta_io.table_path(cfg, "recommendations"))
     df = table.to_pandas(filters=[("ds", "=", DS)])
-    assert len(df) == results["rank_topn"]["rows"]
+    assert len(df) == results["rank_topn"]["rows"] + results["rank_topn"]["default_list"]
     one = df[df["user_id"] == df["user_id"].min()].sort_values("rank")
     assert list(one["rank"]) == list(range(1, len(one) + 1))
 

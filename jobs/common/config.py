@@ -14,21 +14,26 @@ import json
 import logging
 import os
 import re
+import shlex
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 import yaml
 
-from conf import DEFAULT_RESOURCE
+from conf import CONF_DIR, DEFAULT_RESOURCE
 from jobs.common.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_FILE = DEFAULT_RESOURCE
+# The embedded local set-up (local[*], small shuffles); data folders' suggested runs layer over it.
+LOCAL_FILE = CONF_DIR / "local.yaml"
 FREE_FORM = frozenset({"spark.conf", "sequences.type_weights", "sequences.half_life_days", "sequences.verbs",
                        "rank.weights"})
 # Free-form mappings whose values stay strings however they look (Spark settings).
 RAW_STRINGS = frozenset({"spark.conf"})
+# Keys with a non-null default that also take null (meaning off).
+NULLABLE = frozenset({"clean.bot_relative_factor"})
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _SECRET_RE = re.compile(r"(password|secret|token|key)", re.IGNORECASE)
 
@@ -120,7 +125,7 @@ def _merge(schema: dict, target: dict, layer: Mapping, source: str, prefix: str 
                 raise ConfigError(f"configuration key '{path}' in {source} must be a mapping, got {_type_name(value)}")
             _merge(default, target.setdefault(key, {}), value, source, f"{path}.")
             continue
-        if not _type_ok(default, value):
+        if not (_type_ok(default, value) or (value is None and path in NULLABLE)):
             raise ConfigError(
                 f"configuration key '{path}' in {source} must be {_type_name(default)}"
                 f" (like the default {json.dumps(default)}), got {_type_name(value)} {json.dumps(value, default=str)}"
@@ -357,3 +362,31 @@ class Settings:
 
     def validate(self) -> None:
         """Checks across keys (none by default)."""
+
+
+# ------------------------------------------------------------------ suggested run configurations
+def nested(dotted: Mapping[str, Any]) -> dict:
+    """``{"a.b": 1}`` -> ``{"a": {"b": 1}}``."""
+    out: dict = {}
+    for path, value in dotted.items():
+        node = out
+        *parents, leaf = path.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out
+
+
+def write_run_conf(path: Path, dotted: Mapping[str, Any], note: str) -> Path:
+    """Write the settings a data folder needs as a YAML configuration (checked against the
+    defaults by loading it over the local configuration); returns its absolute path."""
+    path = Path(path).resolve()
+    text = "".join(f"# {line}\n" for line in note.splitlines()) + yaml.safe_dump(nested(dotted), sort_keys=True)
+    path.write_text(text, encoding="utf-8")
+    load_config([LOCAL_FILE, path])
+    return path
+
+
+def nightly_command(ds: str, conf: Path) -> str:
+    """The nightly for a data folder on this machine: the local configuration, then the folder's."""
+    return f"recjobs nightly --date {ds} --conf {shlex.quote(str(LOCAL_FILE))} --conf {shlex.quote(str(conf))}"

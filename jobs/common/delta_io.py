@@ -47,8 +47,15 @@ def _writer(df: DataFrame, spec: TableSpec):
     ``mergeSchema`` lets a table created by an older release gain the columns and struct fields
     added to the registry since (an upgrade needs no manual ALTER); ``conform`` guarantees that
     nothing but the registered schema is ever written, so no other drift can get through.
+
+    A partitioned table is written rebalanced by its partition columns: every task then writes
+    whole partitions (one file per partition for a small night, instead of one per task and
+    partition), and adaptive execution splits a partition too large for one task into a few.
     """
-    return conform(df, spec).write.format("delta").option("mergeSchema", "true")
+    out = conform(df, spec)
+    if spec.partition_by:
+        out = out.hint("rebalance", *spec.partition_by)
+    return out.write.format("delta").option("mergeSchema", "true")
 
 
 def ensure_table(spark: SparkSession, spec: TableSpec, root: str) -> str:

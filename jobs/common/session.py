@@ -81,6 +81,12 @@ def delta_packages(spark_cfg: Mapping) -> list[str]:
     return [f"io.delta:delta-spark_{major_minor}_2.13:{version}", *spark_cfg.get("extra_packages", [])]
 
 
+def runs_locally(master: str | None) -> bool:
+    """Whether Python workers run on this machine: a ``local`` master, or none at all (Spark then
+    defaults to ``local[*]``)."""
+    return not master or master.startswith("local")
+
+
 def get_spark(cfg: Mapping, app_name: str | None = None):
     """Build (or return the running) SparkSession for a configuration.
 
@@ -117,9 +123,11 @@ def get_spark(cfg: Mapping, app_name: str | None = None):
         "spark.sql.session.timeZone": "UTC",
         "spark.databricks.delta.schema.autoMerge.enabled": "false",
     }
-    if master.startswith("local") and not os.environ.get("PYSPARK_PYTHON"):
-        # local workers run on this machine: give them this interpreter (and its packages);
-        # on a cluster PYSPARK_PYTHON / spark.pyspark.python say which Python executors use
+    own_python = not os.environ.get("PYSPARK_PYTHON")
+    if own_python and not submitted and runs_locally(master):
+        # local workers run on this machine: give them this interpreter (and its packages), not
+        # whatever python3 comes first on PATH; on a cluster PYSPARK_PYTHON / spark.pyspark.python
+        # say which Python executors use
         os.environ["PYSPARK_PYTHON"] = sys.executable
     settings.update({k: str(v) for k, v in (spark_cfg.get("conf") or {}).items()})
     settings.setdefault("spark.executorEnv.PYARROW_IGNORE_TIMEZONE", "1")
@@ -135,8 +143,26 @@ def get_spark(cfg: Mapping, app_name: str | None = None):
             f"if the Delta jars could not be resolved, run 'python -m jobs.common.session --resolve' "
             f"or 'make jars' to fill ~/.m2/repository"
         ) from exc
+    if own_python and submitted and runs_locally(spark.sparkContext.master):
+        # spark-submit --master local[...]: the workers are on this machine too (the master is only
+        # known once the context exists; functions made from now on carry this interpreter)
+        spark.sparkContext.pythonExec = sys.executable
+    size_shuffles(spark)
     spark.sparkContext.setLogLevel(os.environ.get("RECJOBS_SPARK_LOG_LEVEL", "WARN"))
     return spark
+
+
+def size_shuffles(spark) -> None:
+    """Shuffle partitions from the cores the session has, unless the configuration (or
+    spark-submit) set them: Spark's fixed default of 200 makes 200 tasks of a few rows each on a
+    small machine and, times the date partitions of a write, thousands of tiny files. Adaptive
+    execution coalesces small shuffle partitions further."""
+    conf = spark.sparkContext.getConf()
+    if not conf.contains("spark.sql.shuffle.partitions"):
+        spark.conf.set("spark.sql.shuffle.partitions", str(max(2, 2 * spark.sparkContext.defaultParallelism)))
+    for key in ("spark.sql.adaptive.enabled", "spark.sql.adaptive.coalescePartitions.enabled"):
+        if not conf.contains(key):
+            spark.conf.set(key, "true")
 
 
 def mvn_fill(packages: list[str]) -> None:

@@ -33,7 +33,9 @@ class CleanSettings(Settings):
 
     window_days: int = setting("clean.window_days", int_at_least(1))
     event_types: list = setting("clean.event_types", list_of(text, non_empty=True))
+    bot_event_types: list = setting("clean.bot_event_types", list_of(text))
     bot_max_events_per_hour: int = setting("clean.bot_max_events_per_hour", int_at_least(1))
+    bot_relative_factor: float | None = setting("clean.bot_relative_factor", number_or_null)
     max_text_length: int = setting("clean.max_text_length", int_at_least(1))
     rating_min: float = setting("clean.rating_min")
     rating_max: float = setting("clean.rating_max")
@@ -44,6 +46,10 @@ class CleanSettings(Settings):
     csv_header: bool = setting("input.csv_header")
 
     def validate(self) -> None:
+        _subset("clean.bot_event_types", self.bot_event_types, self.event_types, "clean.event_types")
+        if self.bot_relative_factor is not None and self.bot_relative_factor <= 1:
+            raise ConfigError(f"clean.bot_relative_factor must be null (off) or a number > 1, "
+                              f"got {self.bot_relative_factor}")
         if not self.rating_min < self.rating_max:
             raise ConfigError(f"clean.rating_min ({self.rating_min}) must be below clean.rating_max ({self.rating_max})")
 
@@ -152,7 +158,7 @@ class RankSettings(Settings):
     block_rows: int = setting("rank.block_rows", int_at_least(1))
     configured_weights: dict = setting("rank.weights", map_of(number_in(-1e6, 1e6)))
     engagement_half_life_days: float = setting("rank.engagement_half_life_days", positive)
-    exclude_purchased: bool = setting("rank.exclude_purchased")
+    exclude_types: list = setting("rank.exclude_types", list_of(text))
     negative_neighbour_threshold: float = setting("rank.negative_neighbour_threshold", number_in(-1.0, 1.0))
     negative_neighbour_penalty: float = setting("rank.negative_neighbour_penalty", non_negative)
     max_per_category: int = setting("rank.max_per_category", int_at_least(1))
@@ -161,14 +167,11 @@ class RankSettings(Settings):
     type_weights: dict = setting("sequences.type_weights", map_of(positive))
     verbs: dict = setting("sequences.verbs", map_of(text))
     negative_threshold: float = setting("sentiment.negative_threshold", number_in(-1.0, 1.0))
+    event_types: list = setting("clean.event_types", list_of(text, non_empty=True))
 
     def validate(self) -> None:
         _subset("rank.weights", list(self.configured_weights), components.names(), "the component table")
-
-    @property
-    def exclude_types(self) -> list[str]:
-        """Event types whose items are never recommended to the user again."""
-        return ["purchase"] if self.exclude_purchased else []
+        _subset("rank.exclude_types", self.exclude_types, self.event_types, "clean.event_types")
 
     @property
     def weights(self) -> dict[str, float]:
@@ -218,3 +221,4 @@ class DqSettings(Settings):
     distribution_tolerance: float = setting("dq.distribution_tolerance", number_in(0.0, 1.0))
     full_list_share: float = setting("dq.full_list_share", number_in(0.0, 1.0))
     partial_unexpected: int = setting("dq.partial_unexpected", int_at_least(0))
+    max_bot_share: float = setting("dq.max_bot_share", number_in(0.0, 1.0))

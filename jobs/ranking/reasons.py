@@ -21,7 +21,7 @@ from schemas.components import COMPONENTS, FALLBACK, Component, by_name
 _MISSING = "the catalogue"
 
 
-def _render(template: str, missing: str | None = None) -> tuple[Column, Column]:
+def render(template: str, missing: str | None = None) -> tuple[Column, Column]:
     """``(present, text)``: whether every field the ``{field}`` template names is set, and the
     ``format_string`` over the context columns (``missing`` stands in for NULL fields if given)."""
     fmt, cols, present = [], [], F.lit(True)
@@ -43,9 +43,9 @@ def reasons(ranked: DataFrame, weights: Mapping[str, float], components: Sequenc
                                  F.lit(comp.name).alias("n")) for comp in components])
     strongest = F.array_max(contrib)["n"]
     kind = F.lit(fallback)
-    text = _render(by_name(fallback, components).reason, _MISSING)[1]
+    text = render(by_name(fallback, components).reason, _MISSING)[1]
     for comp in [comp for comp in components if comp.name != fallback]:
-        present, rendered = _render(comp.reason)
+        present, rendered = render(comp.reason)
         own = (strongest == comp.name) & present
         kind, text = F.when(own, F.lit(comp.name)).otherwise(kind), F.when(own, rendered).otherwise(text)
     return ranked.withColumn("reason_kind", kind).withColumn("reason", text)
