@@ -24,12 +24,14 @@ from pyspark.sql import functions as F
 
 from jobs.common import delta_io
 from jobs.common.events import day_end
-from jobs.common.raw_io import (FILE, MALFORMED, RAW, clean_id, has_invalid_utf8, parse_timestamp,
+from jobs.common.raw_io import (BAD_ID, FILE, MALFORMED, RAW, clean_id, has_invalid_utf8, parse_timestamp,
                                 read_raw, resolve_path, truncate_text)
+from jobs.common.errors import InputError
 from jobs.common.runlog import StageRecord
 from jobs.common.settings import CleanSettings
 from schemas import columns as c
 from schemas.tables import RAW_EVENTS, RAW_ITEMS
+from udfs.text_bytes import escaped_utf8_udf
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,7 @@ STAGE = "clean"
 EVENT_REASONS = {
     "malformed_record": "the line could not be parsed against the raw events schema",
     "invalid_utf8": "the record held bytes that are not valid UTF-8",
+    "invalid_id_type": "an id (event_id, user_id, item_id) is neither a string nor an integer",
     "missing_user_id": "user_id is null or blank",
     "reserved_user_id": f"user_id is {c.DEFAULT_USER!r}, the id of the default list in recommendations",
     "missing_item_id": "item_id is null or blank",
@@ -54,6 +57,7 @@ EVENT_REASONS = {
 ITEM_REASONS = {
     "malformed_record": "the line could not be parsed against the raw items schema",
     "invalid_utf8": "the record held bytes that are not valid UTF-8",
+    "invalid_id_type": "item_id is neither a string nor an integer",
     "missing_item_id": "item_id is null or blank",
     "missing_title": "title is null or blank",
     "negative_price": "price is below zero",
@@ -102,7 +106,7 @@ def normalise_events(raw: DataFrame, max_text_length: int) -> DataFrame:
         F.col(c.RATING),
         text.alias(c.REVIEW_TEXT),
         cut.alias(c.TEXT_TRUNCATED),
-        RAW, FILE, MALFORMED,
+        RAW, FILE, MALFORMED, BAD_ID,
     )
 
 
@@ -124,6 +128,7 @@ def classify_events(
     reason = _first_reason([
         ("malformed_record", F.col(MALFORMED)),
         ("invalid_utf8", has_invalid_utf8(F.col(RAW))),
+        ("invalid_id_type", F.col(BAD_ID).isNotNull()),
         ("missing_user_id", F.col(c.USER_ID).isNull()),
         ("reserved_user_id", F.col(c.USER_ID) == F.lit(c.DEFAULT_USER)),
         ("missing_item_id", F.col(c.ITEM_ID).isNull()),
@@ -211,7 +216,7 @@ def normalise_items(raw: DataFrame, max_text_length: int) -> DataFrame:
         F.col(c.UPDATED_AT).alias("_updated_raw"),
         parse_timestamp(F.col(c.UPDATED_AT)).alias(c.UPDATED_AT),
         (title_cut | desc_cut).alias(c.TEXT_TRUNCATED),
-        RAW, FILE, MALFORMED,
+        RAW, FILE, MALFORMED, BAD_ID,
     )
 
 
@@ -220,6 +225,7 @@ def classify_items(items: DataFrame) -> DataFrame:
     return items.withColumn(REASON, _first_reason([
         ("malformed_record", F.col(MALFORMED)),
         ("invalid_utf8", has_invalid_utf8(F.col(RAW))),
+        ("invalid_id_type", F.col(BAD_ID).isNotNull()),
         ("missing_item_id", F.col(c.ITEM_ID).isNull()),
         ("missing_title", F.col(c.TITLE).isNull()),
         ("negative_price", F.col(c.PRICE) < 0),
@@ -243,11 +249,16 @@ def to_items_clean(latest: DataFrame, run_id: str, ds: dt.date) -> DataFrame:
 
 
 def to_quarantine(rejected: DataFrame, source: str, ds: dt.date, run_id: str) -> DataFrame:
-    """Shape rejected rows for the quarantine table."""
+    """Shape rejected rows for the quarantine table: the raw record as valid UTF-8 (bytes that are
+    not valid UTF-8 escaped as ``\\xNN``, so that any reader can open the table) and its original
+    bytes."""
+    raw = F.col(RAW)
+    readable = F.when(F.is_valid_utf8(raw), raw).otherwise(escaped_utf8_udf()(raw.cast("binary")))
     return rejected.select(
         F.lit(ds).alias(c.DS), F.lit(STAGE).alias(c.STAGE), F.lit(source).alias(c.SOURCE),
-        F.col(FILE).alias(c.SOURCE_FILE), F.col(REASON).alias(c.REASON), F.col(RAW).alias(c.RAW_RECORD),
-        F.lit(run_id).alias(c.RUN_ID), F.current_timestamp().alias(c.QUARANTINED_AT))
+        F.col(FILE).alias(c.SOURCE_FILE), F.col(REASON).alias(c.REASON), readable.alias(c.RAW_RECORD),
+        raw.cast("binary").alias(c.RAW_BYTES), F.lit(run_id).alias(c.RUN_ID),
+        F.current_timestamp().alias(c.QUARANTINED_AT))
 
 
 def _reason_counts(df: DataFrame) -> dict[str, int]:
@@ -260,7 +271,8 @@ def run(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, rec: StageR
     """Clean one run date. Returns the counts (also put in ``rec.details`` for ``runs``).
 
     Raises:
-        InputError: An input path is missing or unreadable.
+        InputError: An input path is missing or unreadable, breaks the input contract
+            (``jobs/common/raw_io.py``), or holds no events (unless ``clean.allow_empty_input``).
     """
     rec = rec or StageRecord()
     s = CleanSettings.from_config(cfg)
@@ -270,8 +282,15 @@ def run(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, rec: StageR
     items_path = resolve_path(s.items_path, ds)
     events_path = resolve_path(s.events_path, ds)
 
-    # Items first: the events check item ids against the merged catalogue.
+    # Both inputs are read (and their contracts checked) before anything is written.
     raw_items = read_raw(spark, items_path, schema=RAW_ITEMS, conf_key="input.items_path", **read_opts)
+    raw_events = read_raw(spark, events_path, schema=RAW_EVENTS, conf_key="input.events_path", **read_opts)
+    if not s.allow_empty_input and raw_events.isEmpty():
+        raise InputError(f"input path {events_path} (key input.events_path) holds no events for {ds}: cleaning it "
+                         f"would empty the window of events_clean; fix the path, or set "
+                         f"clean.allow_empty_input: true if a day without events is expected")
+
+    # Items first: the events check item ids against the merged catalogue.
     items = classify_items(normalise_items(raw_items, max_text)).persist()
     raw_items_n = items.count()
     item_reasons = _reason_counts(items)
@@ -282,7 +301,6 @@ def run(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, rec: StageR
     delta_io.merge_latest(to_items_clean(latest, run_id, ds), cfg, "items_clean", c.ITEM_ID, c.UPDATED_AT)
     known_items = delta_io.read_table(spark, cfg, "items_clean").select(c.ITEM_ID)
 
-    raw_events = read_raw(spark, events_path, schema=RAW_EVENTS, conf_key="input.events_path", **read_opts)
     events = classify_events(
         normalise_events(raw_events, max_text), known_items, window,
         s.event_types, float(s.rating_min), float(s.rating_max),

@@ -16,7 +16,7 @@ Queries live in ``jobs/queries.py``, the nightly in ``jobs/nightly.py``; this mo
 arguments and dispatches.
 
 Exit codes: 0 done, 2 bad configuration or input (one-line reason), 3 data-quality gate failed,
-1 anything else.
+4 another run of the date is in progress (try later), 1 anything else.
 """
 from __future__ import annotations
 
@@ -55,8 +55,9 @@ def _session_and_run_id(cfg, args):
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from jobs.stages import STAGES
     from jobs.common.errors import ConfigError
+    from jobs.common.lock import run_lock
+    from jobs.stages import STAGES
 
     if args.stage not in STAGES:
         raise ConfigError(f"unknown stage {args.stage!r}; stages: {', '.join(STAGES)}")
@@ -68,7 +69,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
         model_ref(cfg)  # a bad model path exits 2 before Spark starts
     spark, run_id = _session_and_run_id(cfg, args)
-    summary = run_stage(spark, cfg, args.stage, args.date, run_id)
+    with run_lock(spark, cfg, args.date, run_id):
+        summary = run_stage(spark, cfg, args.stage, args.date, run_id)
     print(json.dumps({"stage": args.stage, "ds": args.date.isoformat(), "run_id": run_id, **summary},
                      indent=1, default=str))
     return 0
@@ -232,7 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="recjobs", description="Nightly recommendation batch jobs on Apache Spark and Delta Lake.",
-        epilog="Exit codes: 0 done, 2 bad config or input, 3 data-quality gate failed, 1 other errors.")
+        epilog="Exit codes: 0 done, 2 bad config or input, 3 data-quality gate failed, 4 the date is locked by "
+               "another run (try later), 1 other errors.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("demo", help="generate sample data and run the nightly stages on local Spark")

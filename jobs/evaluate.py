@@ -79,6 +79,9 @@ def build_features(spark: SparkSession, cfg: Mapping, ecfg: Mapping, train: Data
     if copy_from is not None:
         for name in DECAY_FREE_TABLES:
             delta_io.overwrite(delta_io.read_table(spark, copy_from, name), ecfg, name)
+        # the models those rows name live in the lake they came from (paths are lake-relative)
+        for row in delta_io.read_table(spark, copy_from, "topic_models").select("path").collect():  # a row a fit
+            delta_io.copy_tree(spark, delta_io.in_lake(copy_from, row["path"]), delta_io.in_lake(ecfg, row["path"]))
     for stage in stages:
         stage_function(stage)(spark, ecfg, fds, run_id, StageRecord())
 

@@ -125,18 +125,19 @@ def run(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, rec: StageR
     latest = latest_model(spark, cfg, ds)
     refit = needs_refit(latest, ds, s.refit_every_days, s.k)
     if refit:
-        path = f"{delta_io.lake_root(cfg)}/_models/lda/{ds.isoformat()}"
+        stored = delta_io.model_location("lda", ds)
+        path = delta_io.in_lake(cfg, stored)
         vocab = vocabulary(docs, s.vocab_size, float(s.min_df))
         model = topic_pipeline(vocab, s.k, s.max_iter, s.seed).fit(docs)
         model.write().overwrite().save(path)
         model_ds = ds
         record = spark.createDataFrame(
-            [(ds, path, s.k, len(model.stages[-2].vocabulary), n_docs, None, run_id)],
+            [(ds, stored, s.k, len(model.stages[-2].vocabulary), n_docs, None, run_id)],
             "ds date, path string, k int, vocab_size int, documents long, log_perplexity double, run_id string")
         delta_io.replace_where(record, cfg, "topic_models", f"ds = DATE'{ds.isoformat()}'")
         log.info("fitted LDA (k=%d) on %d items, saved to %s", s.k, n_docs, path)
     else:
-        path, model_ds = latest["path"], latest[c.DS]
+        path, model_ds = delta_io.in_lake(cfg, latest["path"]), latest[c.DS]
         model = PipelineModel.load(path)
         log.info("reusing LDA fitted for %s (%s)", model_ds, path)
     stamp = [F.lit(ds).alias(c.DS), F.lit(model_ds).alias("model_ds"), F.lit(run_id).alias(c.RUN_ID)]

@@ -5,15 +5,17 @@
         jobs/nightly.py --date 2026-06-30 --conf conf/cluster.yaml      (deploy/spark-submit.sh)
 
 Each stage is recorded in ``runs``. Started again for a date, the driver resumes after the last
-stage that succeeded (same run id) unless ``--force`` (all stages, new run id) or
-``--from-stage S`` (S and the stages after it). At the end, succeeded or not, it writes the run
+stage that succeeded in the newest run of the date (same run id) unless ``--force`` (all stages,
+new run id) or ``--from-stage S`` (S and the stages after it, new run id). The run holds the
+date's lock throughout (``jobs/common/lock.py``). At the end, succeeded or not, it writes the run
 report (HTML and JSON, see ``jobs/report.py``). Exit codes: 0 done, 2 bad config or input,
-3 data-quality gate failed (nothing published), 1 anything else.
+3 data-quality gate failed (nothing published), 4 the date is locked by another run, 1 anything else.
 """
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import logging
 import sys
 import time
@@ -24,9 +26,11 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from jobs.common import delta_io
-from jobs.common.errors import ConfigError, RecjobsError
+from jobs.common.errors import ConfigError, RecjobsError, RunLocked
+from jobs.common.lock import run_lock
 from jobs.common.runlog import new_run_id, newest_per_stage
 from schemas import columns as c
+from schemas import tables as t
 
 log = logging.getLogger(__name__)
 
@@ -41,23 +45,37 @@ class Plan:
     resumed: bool = False
 
 
-def latest_statuses(spark: SparkSession, cfg: Mapping, ds: dt.date) -> tuple[dict[str, str], str | None]:
-    """Newest status of each stage for ds in ``runs``, and the run id of the newest record."""
+DONE = ("succeeded", "inherited")
+
+
+def latest_statuses(spark: SparkSession, cfg: Mapping, ds: dt.date,
+                    first_stage: str = "clean") -> tuple[dict[str, str], str | None]:
+    """The run id of the newest nightly run of ds, and the newest status of each stage *in that run*.
+
+    Only that run's records count: after a ``--force`` or ``--from-stage`` run (a new run id) was
+    killed, the older run's successes say nothing about what the new run left behind. A nightly
+    run is one with a record of ``first_stage`` (run, or inherited by ``--from-stage``); a single
+    stage run by hand (``recjobs run publish``) is not one to resume.
+    """
     runs = delta_io.read_table(spark, cfg, "runs").where(F.col(c.DS) == F.lit(ds))
-    rows = (newest_per_stage(runs)
-            .select(c.STAGE, "status", c.RUN_ID, "finished_at").collect())  # one row per stage
-    statuses = {r[c.STAGE]: r["status"] for r in rows}
-    last = max(rows, key=lambda r: r["finished_at"])[c.RUN_ID] if rows else None
-    return statuses, last
+    nightly = runs.where(F.col(c.STAGE) == first_stage).select(c.RUN_ID).distinct()
+    last = (runs.join(nightly, c.RUN_ID).orderBy(F.col("finished_at").desc()).select(c.RUN_ID).first())
+    if last is None:
+        return {}, None
+    mine = runs.where(F.col(c.RUN_ID) == last[c.RUN_ID])
+    rows = newest_per_stage(mine).select(c.STAGE, "status").collect()  # one row per stage
+    return {r[c.STAGE]: r["status"] for r in rows}, last[c.RUN_ID]
 
 
 def plan_stages(stages: list[str], statuses: Mapping[str, str], last_run_id: str | None, ds: dt.date,
                 force: bool = False, from_stage: str | None = None, run_id: str | None = None) -> Plan:
     """Decide what to run.
 
-    Default: resume after the last stage that succeeded, in order (a stage counts as done when its
-    newest record for ds succeeded and every stage before it is done), under the earlier run id.
-    ``force``: every stage under a new run id. ``from_stage``: that stage and the ones after it.
+    Default: resume the newest run after its last stage done, in order (a stage counts as done when
+    its newest record in that run succeeded, or was inherited by a ``--from-stage`` run, and every
+    stage before it is done), under that run's id. ``force``: every stage under a new run id.
+    ``from_stage``: that stage and the ones after it under a new run id (the stages before it are
+    recorded as inherited, so that the new run resumes as a whole).
     """
     if from_stage is not None and from_stage not in stages:
         raise ConfigError(f"--from-stage {from_stage!r} is not a stage; stages: {', '.join(stages)}")
@@ -65,10 +83,10 @@ def plan_stages(stages: list[str], statuses: Mapping[str, str], last_run_id: str
         return Plan(run_id or new_run_id(ds), list(stages))
     if from_stage is not None:
         start = stages.index(from_stage)
-    else:
-        start = 0
-        while start < len(stages) and statuses.get(stages[start]) == "succeeded":
-            start += 1
+        return Plan(run_id or new_run_id(ds), stages[start:], stages[:start], resumed=False)
+    start = 0
+    while start < len(stages) and statuses.get(stages[start]) in DONE:
+        start += 1
     resumed = start > 0 and last_run_id is not None
     return Plan(run_id or (last_run_id if resumed else None) or new_run_id(ds), stages[start:], stages[:start],
                 resumed)
@@ -79,34 +97,24 @@ def run_nightly(spark: SparkSession, cfg: Mapping, ds: dt.date, force: bool = Fa
                 echo=print) -> dict:
     """Run (or resume) the nightly for ds. Returns ``{"plan", "results", "exit_code", "report", "error"}``;
     project errors are caught, reported and turned into the exit code."""
-    from jobs.common.runner import run_stage
     from jobs.stages import STAGES
 
-    statuses, last = latest_statuses(spark, cfg, ds)
+    statuses, last = latest_statuses(spark, cfg, ds, next(iter(STAGES)))
     plan = plan_stages(list(STAGES), statuses, last, ds, force, from_stage, run_id)
-    if plan.skipped:
-        echo(f"resuming run {plan.run_id} for {ds}: skipping {', '.join(plan.skipped)} (succeeded before)")
-    if not plan.stages:
-        echo(f"every stage already succeeded for {ds} (run {plan.run_id}); use --force to run again")
     results, code, error = {}, 0, None
-    total = len(STAGES)
-    for stage in plan.stages:
-        i = list(STAGES).index(stage) + 1
-        echo(f"[{i:2d}/{total}] {stage:16s} ...", flush=True)
-        t0 = time.monotonic()
-        try:
-            results[stage] = run_stage(spark, cfg, stage, ds, plan.run_id)
-        except RecjobsError as exc:
-            code, error = exc.exit_code, f"{stage}: {exc}"
-            echo(f"[{i:2d}/{total}] {stage:16s} FAILED after {time.monotonic() - t0:.1f}s: {exc}", flush=True)
-            break
-        except Exception as exc:
-            code, error = 1, f"{stage}: {type(exc).__name__}: {exc}"
-            echo(f"[{i:2d}/{total}] {stage:16s} FAILED after {time.monotonic() - t0:.1f}s: {type(exc).__name__}",
-                 flush=True)
-            log.exception("stage %s failed", stage)
-            break
-        echo(f"[{i:2d}/{total}] {stage:16s} done in {time.monotonic() - t0:.1f}s", flush=True)
+    try:
+        with run_lock(spark, cfg, ds, plan.run_id) as lock:
+            if plan.skipped and plan.resumed:
+                echo(f"resuming run {plan.run_id} for {ds}: skipping {', '.join(plan.skipped)} (done before)")
+            elif plan.skipped:
+                echo(f"run {plan.run_id} for {ds} from {from_stage}: taking {', '.join(plan.skipped)} as done")
+                inherit(spark, cfg, ds, plan.run_id, plan.skipped, last)
+            if not plan.stages:
+                echo(f"every stage already succeeded for {ds} (run {plan.run_id}); use --force to run again")
+            code, error = _run_stages(spark, cfg, ds, plan, results, lock, echo)
+    except RunLocked as exc:
+        return {"plan": plan, "results": results, "exit_code": exc.exit_code, "status": "locked",
+                "error": str(exc), "report": None}
     status = "succeeded" if code == 0 else ("dq_gate_failed" if code == 3 else "failed")
     written = None
     if report:
@@ -116,6 +124,40 @@ def run_nightly(spark: SparkSession, cfg: Mapping, ds: dt.date, force: bool = Fa
         echo(f"run report: {written['html']} (JSON: {written['json']})")
     return {"plan": plan, "results": results, "exit_code": code, "status": status, "error": error,
             "report": written}
+
+
+def inherit(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, stages: list[str],
+            from_run: str | None) -> None:
+    """Record ``stages`` as done by ``run_id`` on the outputs an earlier run left (``inherited``)."""
+    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    rows = [(run_id, ds, stage, "inherited", now, now, 0.0, None, None, json.dumps({"inherited_from": from_run}))
+            for stage in stages]
+    delta_io.append(spark.createDataFrame(rows, t.RUNS), cfg, "runs")
+
+
+def _run_stages(spark: SparkSession, cfg: Mapping, ds: dt.date, plan: Plan, results: dict, lock, echo) -> tuple:
+    """Run the plan's stages in order until one fails; (exit code, error text)."""
+    from jobs.common.runner import run_stage
+    from jobs.stages import STAGES
+
+    total = len(STAGES)
+    for stage in plan.stages:
+        i = list(STAGES).index(stage) + 1
+        echo(f"[{i:2d}/{total}] {stage:16s} ...", flush=True)
+        t0 = time.monotonic()
+        try:
+            results[stage] = run_stage(spark, cfg, stage, ds, plan.run_id)
+        except RecjobsError as exc:
+            echo(f"[{i:2d}/{total}] {stage:16s} FAILED after {time.monotonic() - t0:.1f}s: {exc}", flush=True)
+            return exc.exit_code, f"{stage}: {exc}"
+        except Exception as exc:
+            echo(f"[{i:2d}/{total}] {stage:16s} FAILED after {time.monotonic() - t0:.1f}s: {type(exc).__name__}",
+                 flush=True)
+            log.exception("stage %s failed", stage)
+            return 1, f"{stage}: {type(exc).__name__}: {exc}"
+        echo(f"[{i:2d}/{total}] {stage:16s} done in {time.monotonic() - t0:.1f}s", flush=True)
+        lock.heartbeat()
+    return 0, None
 
 
 def add_nightly_args(parser: argparse.ArgumentParser) -> None:

@@ -87,8 +87,84 @@ def register_views(spark: SparkSession, cfg: Mapping) -> None:
         delta_io.read_table(spark, cfg, name).createOrReplaceTempView(name)
 
 
+# Logical plan nodes a read-only query parses into (Spark's own parser, before analysis).
+READ_ONLY_NODES = frozenset({
+    "Project", "Filter", "Aggregate", "Sort", "GlobalLimit", "LocalLimit", "Offset", "Tail", "Join", "LateralJoin",
+    "SubqueryAlias", "UnresolvedRelation", "Union", "Distinct", "Deduplicate", "Intersect", "Except",
+    "UnresolvedWith", "Window", "WithWindowDefinition", "Generate", "OneRowRelation", "Sample",
+    "UnresolvedSubqueryColumnAliases", "UnresolvedHint", "Pivot", "Unpivot", "UnresolvedInlineTable",
+    "UnresolvedHaving", "RepartitionByExpression", "Repartition",
+})
+# Expressions that hold a query of their own (checked like the outer one).
+SUBQUERIES = frozenset({"ScalarSubquery", "ListQuery", "Exists", "LateralSubquery"})
+# Functions that reach outside the data: Java reflection (environment, files, processes) and the
+# XML functions (a document's external entities can name local files).
+DENIED_FUNCTIONS = frozenset({"java_method", "reflect", "try_reflect", "from_xml", "schema_of_xml", "xpath",
+                              "xpath_boolean", "xpath_double", "xpath_float", "xpath_int", "xpath_long",
+                              "xpath_number", "xpath_short", "xpath_string"})
+
+
+def _seq(scala_seq) -> list:
+    return [scala_seq.apply(i) for i in range(scala_seq.size())]
+
+
+def read_only_problem(spark: SparkSession, query: str, views: set[str]) -> str | None:
+    """Why ``query`` is not a read-only query over ``views`` (None when it is).
+
+    The statement is parsed with Spark's own parser and its logical plan walked: every node must be
+    a read-only one (no command, DDL, DML, file writer or table-valued function), every relation
+    one of ``views`` or of the query's own CTEs (no path-based ``delta.`/x``` or ``text.`/x``` and no
+    catalog table), and no function in :data:`DENIED_FUNCTIONS`.
+    """
+    parser = spark._jsparkSession.sessionState().sqlParser()
+    try:
+        plan = parser.parsePlan(query)
+    except Exception as exc:  # a syntax error: Spark's own message, first line
+        return f"it does not parse ({str(exc).strip().splitlines()[0][:300]})"
+    allowed = {v.lower() for v in views}
+    todo, exprs = [plan], []
+    while todo or exprs:
+        if exprs:
+            expr = exprs.pop()
+            kind = expr.getClass().getSimpleName()
+            if kind == "UnresolvedFunction":
+                name = _seq(expr.nameParts())[-1].lower()
+                if name in DENIED_FUNCTIONS:
+                    return f"it calls {name}(), which reaches outside the lake's data"
+            if kind in SUBQUERIES:
+                todo.append(expr.plan())
+            exprs.extend(_seq(expr.children()))
+            continue
+        node = todo.pop()
+        kind = node.getClass().getSimpleName()
+        if kind not in READ_ONLY_NODES:
+            return f"it is not a read-only query ({kind})"
+        if kind == "UnresolvedWith":
+            for pair in _seq(node.cteRelations()):
+                allowed.add(pair._1().lower())
+                todo.append(pair._2())
+        if kind == "UnresolvedRelation":
+            parts = _seq(node.multipartIdentifier())
+            name = ".".join(parts)
+            if len(parts) != 1 or parts[0].lower() not in allowed:
+                return f"it reads {name}, which is not one of the lake's tables"
+        todo.extend(_seq(node.children()))
+        exprs.extend(_seq(node.expressions()))
+    return None
+
+
 def run_sql(spark: SparkSession, cfg: Mapping, query: str, limit: int) -> None:
-    """Run ``query`` over the lake's views and print up to ``limit`` rows (``recjobs sql``)."""
+    """Run ``query`` over the lake's views and print up to ``limit`` rows (``recjobs sql``).
+
+    Read-only: a statement that is not a query over the lake's tables exits 2 before it runs.
+
+    Raises:
+        InputError: The statement writes, reads outside the lake, or calls a denied function.
+    """
+    problem = read_only_problem(spark, query, set(TABLES))
+    if problem is not None:
+        raise InputError(f"recjobs sql runs read-only queries over the lake's tables ({', '.join(TABLES)}); "
+                         f"this statement was refused: {problem}. Maintenance that writes is 'recjobs maintain'")
     register_views(spark, cfg)
     spark.sql(query).show(n=limit, truncate=False)
 

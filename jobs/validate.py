@@ -15,6 +15,7 @@ it was.
 from __future__ import annotations
 
 import datetime as dt
+import html
 import json
 import logging
 import os
@@ -79,7 +80,6 @@ def run_suite(context, suite: Suite, sctx: SuiteContext, df: DataFrame, run_name
     """Run one suite on ``df`` through a Checkpoint (which also updates Data Docs); the result
     as a JSON-able dict."""
     import great_expectations as gx
-    from great_expectations.checkpoint import UpdateDataDocsAction
     from great_expectations.core.run_identifier import RunIdentifier
 
     batch = _batch_definition(_asset(context, suite.name))
@@ -89,12 +89,34 @@ def run_suite(context, suite: Suite, sctx: SuiteContext, df: DataFrame, run_name
     definition = context.validation_definitions.add_or_update(
         gx.ValidationDefinition(name=suite.name, data=batch, suite=gx_suite))
     checkpoint = context.checkpoints.add_or_update(gx.Checkpoint(
-        name=f"recjobs-{suite.name}", validation_definitions=[definition],
-        actions=[UpdateDataDocsAction(name="update_data_docs")],
+        name=f"recjobs-{suite.name}", validation_definitions=[definition], actions=[],
         result_format={"result_format": "SUMMARY", "partial_unexpected_count": partial_unexpected}))
     result = checkpoint.run(batch_parameters={"dataframe": df}, run_id=RunIdentifier(run_name=run_name))
-    (only,) = result.run_results.values()
-    return only.to_json_dict()
+    ((key, only),) = result.run_results.items()
+    out = only.to_json_dict()
+    # The Data Docs show example values as they are, markup included (a raw field holding
+    # <script> ran in the page): they are built from a copy whose values are HTML-escaped.
+    escape_values(only)
+    context.validation_results_store.set(key, only)
+    context.build_data_docs(resource_identifiers=[key])
+    return out
+
+
+def _escaped(value):
+    if isinstance(value, str):
+        return html.escape(value)
+    if isinstance(value, list):
+        return [_escaped(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _escaped(v) for k, v in value.items()}
+    return value
+
+
+def escape_values(validation) -> None:
+    """HTML-escape, in place, every value a GX validation result reports (examples, counts, observed)."""
+    for r in validation.results:
+        if r.result:
+            r.result = _escaped(r.result)
 
 
 # One dq_results row; the fields are the table's columns, in its order.

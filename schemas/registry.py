@@ -68,6 +68,8 @@ TABLES: dict[str, TableSpec] = {
                   "Offline evaluation: per run date, protocol, model, metric and K, the value."),
         TableSpec("runs", t.RUNS, (), {**_COMMON, "delta.appendOnly": "true"},
                   "One row per stage run: status, timings, row counts, details."),
+        TableSpec("run_locks", t.RUN_LOCKS, (), _COMMON,
+                  "Who runs each date now: one row per date, taken and released by the runs themselves."),
     )
 }
 

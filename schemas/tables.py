@@ -5,6 +5,7 @@ from typing import Sequence
 
 from pyspark.sql.types import (
     ArrayType,
+    BinaryType,
     BooleanType,
     DateType,
     DoubleType,
@@ -85,7 +86,8 @@ QUARANTINE = _s(
     (c.SOURCE, StringType(), False),       # "events" | "items"
     (c.SOURCE_FILE, StringType(), True),
     (c.REASON, StringType(), False),       # a code of jobs.clean_events.EVENT_REASONS / ITEM_REASONS
-    (c.RAW_RECORD, StringType(), True),
+    (c.RAW_RECORD, StringType(), True),    # valid UTF-8: bytes that were not are escaped as \xNN
+    (c.RAW_BYTES, BinaryType(), True),     # the record's original bytes (null in rows of older releases)
     (c.RUN_ID, StringType(), False),
     (c.QUARANTINED_AT, TimestampType(), False),
 )
@@ -94,13 +96,24 @@ RUNS = _s(
     (c.RUN_ID, StringType(), False),
     (c.DS, DateType(), False),
     (c.STAGE, StringType(), False),
-    ("status", StringType(), False),       # succeeded | failed
+    ("status", StringType(), False),       # succeeded | failed | inherited (a --from-stage run took it as done)
     ("started_at", TimestampType(), False),
     ("finished_at", TimestampType(), False),
     ("duration_s", DoubleType(), False),
     ("rows_in", LongType(), True),
     ("rows_out", LongType(), True),
     ("details", StringType(), True),       # JSON: counts, reconciliation, error message
+)
+
+# The per-date run lock: one row per date, taken with a conditional MERGE (jobs/common/lock.py).
+RUN_LOCKS = _s(
+    (c.DS, DateType(), False),
+    (c.RUN_ID, StringType(), False),
+    ("host", StringType(), False),
+    ("pid", LongType(), False),
+    ("acquired_at", TimestampType(), False),
+    ("heartbeat_at", TimestampType(), False),
+    ("released", BooleanType(), False),
 )
 
 # Delta does not enforce NOT NULL inside arrays or structs in arrays: nested fields are nullable.
@@ -153,7 +166,7 @@ USER_EMBEDDINGS = _s(
 
 TOPIC_MODELS = _s(
     (c.DS, DateType(), False),                 # the date the model was fitted for
-    ("path", StringType(), False),             # <lake>/_models/lda/<ds>
+    ("path", StringType(), False),             # _models/lda/<ds>, relative to the lake root
     ("k", IntegerType(), False),
     ("vocab_size", IntegerType(), False),
     ("documents", LongType(), False),

@@ -8,19 +8,20 @@ from pyspark.testing import assertDataFrameEqual
 
 from jobs.clean_events import (REASON, Window_, bot_users, classify_events, classify_items, dedup_events, flag_bots,
                                latest_items, normalise_events, normalise_items)
-from jobs.common.raw_io import FILE, MALFORMED, RAW, parse_timestamp, read_raw
+from jobs.common.raw_io import BAD_ID, FILE, MALFORMED, RAW, parse_timestamp, read_raw
 from schemas.tables import RAW_EVENTS, RAW_ITEMS
 
 DS = dt.date(2026, 6, 30)
 WINDOW = Window_.for_date(DS, 3)
-HELPERS = [StructField(RAW, StringType()), StructField(FILE, StringType()), StructField(MALFORMED, BooleanType())]
+HELPERS = [StructField(RAW, StringType()), StructField(FILE, StringType()), StructField(MALFORMED, BooleanType()),
+           StructField(BAD_ID, StringType())]
 TYPES = ["view", "click", "cart", "purchase", "rate", "review"]
 
 
 def _raw_events(spark, rows):
     """rows: (event_id, user, item, type, ts, rating, text, raw, malformed)."""
     schema = StructType(RAW_EVENTS.fields + HELPERS)
-    return spark.createDataFrame([(*r[:8], "f.jsonl", r[8]) for r in rows], schema)
+    return spark.createDataFrame([(*r[:8], "f.jsonl", r[8], None) for r in rows], schema)
 
 
 def _classify(spark, rows, known=("i1", "i2")):
@@ -130,7 +131,7 @@ def test_rating_many_films_in_one_sitting_is_human_but_a_rating_flood_is_not(spa
 
 def _raw_items(spark, rows):
     schema = StructType(RAW_ITEMS.fields + HELPERS)
-    return spark.createDataFrame([(*r[:9], "items.jsonl", r[9]) for r in rows], schema)
+    return spark.createDataFrame([(*r[:9], "items.jsonl", r[9], None) for r in rows], schema)
 
 
 def test_each_item_fault_gets_its_reason_and_latest_version_wins(spark):

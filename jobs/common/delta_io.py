@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Callable, Mapping
 
 from pyspark.sql import DataFrame, SparkSession
@@ -22,6 +23,24 @@ def lake_root(cfg: Mapping) -> str:
     if "://" in root or root.startswith("file:"):
         return root
     return os.path.abspath(root)
+
+
+MODELS_DIR = "_models"
+
+
+def model_location(kind: str, ds) -> str:
+    """Where a fitted model of ``kind`` for ds is saved, relative to the lake root (what the model
+    tables store, so that a copied or moved lake loads its own models)."""
+    return f"{MODELS_DIR}/{kind}/{ds.isoformat()}"
+
+
+def in_lake(cfg: Mapping, stored: str) -> str:
+    """The absolute location of a path stored relative to the lake root. Rows of older releases
+    stored absolute paths: their part from ``_models/`` on is taken relative to this lake too."""
+    marker = f"/{MODELS_DIR}/"
+    if ("://" in stored or stored.startswith("/")) and marker in stored:
+        stored = stored[stored.rindex(marker) + 1:]
+    return f"{lake_root(cfg).rstrip('/')}/{stored}"
 
 
 def table_path(cfg: Mapping, name: str) -> str:
@@ -58,19 +77,32 @@ def _writer(df: DataFrame, spec: TableSpec):
     return out.write.format("delta").option("mergeSchema", "true")
 
 
-def ensure_table(spark: SparkSession, spec: TableSpec, root: str) -> str:
-    """Create the table from its schema if it does not exist; return its path."""
+def ensure_table(spark: SparkSession, spec: TableSpec, root: str, attempts: int = 5) -> str:
+    """Create the table from its schema if it does not exist; return its path.
+
+    Safe when several runs start on an empty lake at once: a creation that loses the race to
+    another process (the location filled meanwhile) counts as done once the table is there.
+    """
     from delta.tables import DeltaTable
 
     path = spec.path(root)
-    builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(spec.schema)
-    if spec.partition_by:
-        builder = builder.partitionedBy(*spec.partition_by)
-    for key, value in spec.properties.items():
-        builder = builder.property(key, value)
-    if spec.description:
-        builder = builder.comment(spec.description)
-    builder.execute()
+    for attempt in range(attempts):
+        builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(spec.schema)
+        if spec.partition_by:
+            builder = builder.partitionedBy(*spec.partition_by)
+        for key, value in spec.properties.items():
+            builder = builder.property(key, value)
+        if spec.description:
+            builder = builder.comment(spec.description)
+        try:
+            builder.execute()
+            return path
+        except Exception:
+            if DeltaTable.isDeltaTable(spark, path):
+                return path                   # someone else created it: the table is there
+            if attempt + 1 == attempts:
+                raise
+            time.sleep(0.5 * (attempt + 1))   # the other creation may not have committed yet
     return path
 
 
@@ -190,6 +222,17 @@ def current_version(spark: SparkSession, cfg: Mapping, name: str) -> int:
 
     path = ensure_table(spark, table(name), lake_root(cfg))
     return int(DeltaTable.forPath(spark, path).history(1).first()["version"])
+
+
+def copy_tree(spark: SparkSession, source: str, target: str) -> None:
+    """Copy a folder (a saved model) through Hadoop's file system, replacing ``target``."""
+    jvm = spark.sparkContext._jvm
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
+    src, dst = jvm.org.apache.hadoop.fs.Path(source), jvm.org.apache.hadoop.fs.Path(target)
+    src_fs, dst_fs = src.getFileSystem(conf), dst.getFileSystem(conf)
+    if dst_fs.exists(dst):
+        dst_fs.delete(dst, True)
+    jvm.org.apache.hadoop.fs.FileUtil.copy(src_fs, src, dst_fs, dst, False, conf)
 
 
 def write_text(spark: SparkSession, path: str, text: str) -> None:

@@ -1,6 +1,7 @@
 """Errors that the CLI turns into exit codes and one-line messages.
 
-Exit codes: 0 done, 2 bad configuration or input, 3 data-quality gate failed, 1 anything else.
+Exit codes: 0 done, 2 bad configuration or input, 3 data-quality gate failed, 4 another run of the
+date holds its lock (try later), 1 anything else.
 """
 from __future__ import annotations
 
@@ -33,3 +34,9 @@ class DataQualityError(RecjobsError):
     """An error-level data-quality expectation failed; nothing was published."""
 
     exit_code = 3
+
+
+class RunLocked(RecjobsError):
+    """Another run of the same date is in progress; a scheduler should try again later."""
+
+    exit_code = 4

@@ -104,7 +104,10 @@ def stage_main(stage: str, argv: list[str] | None = None) -> int:
         cfg = config_from_args(args)
         spark = get_spark(cfg, app_name=f"recjobs-{stage}")
         run_id = args.run_id or cfg["run"]["id"] or new_run_id(args.date)
-        run_stage(spark, cfg, stage, args.date, run_id)
+        from jobs.common.lock import run_lock
+
+        with run_lock(spark, cfg, args.date, run_id):
+            run_stage(spark, cfg, stage, args.date, run_id)
         return 0
 
     return guarded(go)

@@ -44,6 +44,7 @@ class CleanSettings(Settings):
     items_path: str = setting("input.items_path", text)
     csv_separator: str = setting("input.csv_separator", text)
     csv_header: bool = setting("input.csv_header")
+    allow_empty_input: bool = setting("clean.allow_empty_input")
 
     def validate(self) -> None:
         _subset("clean.bot_event_types", self.bot_event_types, self.event_types, "clean.event_types")
