@@ -6,11 +6,12 @@
 For each protocol in ``eval.protocols`` (leave-last-out, next-day, random per-user split) the
 stage splits ``events_clean`` into training events and held-out (user, item) pairs
 (``jobs/evaluation``), writes the training events (and the catalogue and item vectors, which do
-not depend on events) into an evaluation lake ``<lake>/_eval/<protocol>/``, rebuilds every
+not depend on events) into a hold-out lake ``<lake>/_holdout/<protocol>/`` (``jobs/evaluation/holdout.py``; the
+nightly's learned blend may have built it tonight already), rebuilds every
 event-derived feature there with the same stage code as the nightly (sequences, user vectors,
 topics, sentiment, rules, popularity), so that nothing held out leaks into training, and ranks
 with the blend (``jobs/ranking``), its ablations (one per component of the component table that
-has one, and ``no_decay``) and the baselines (decayed popularity, item co-occurrence, MLlib ALS
+has one, and ``no_decay``), the fixed blend (``blend_fixed``) and the baselines (decayed popularity, item co-occurrence, MLlib ALS
 with implicit feedback) for the same users. Metrics (``jobs/common/metrics.py``) go to the
 ``metrics`` table, one ``replaceWhere ds = D AND protocol = P`` commit per protocol.
 """
@@ -20,22 +21,21 @@ import datetime as dt
 import logging
 import sys
 import time
-from contextlib import contextmanager
-from typing import Iterator, Mapping
+from typing import Mapping
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
 
 from jobs.common import delta_io
-from jobs.common.config import with_values
 from jobs.common.metrics import accuracy, beyond_accuracy
 from jobs.common.runlog import StageRecord
-from jobs.common.settings import EvalSettings, RankSettings
+from jobs.common.settings import EvalSettings, LearnSettings, RankSettings
 from jobs.evaluation import PRODUCT, split
 from jobs.evaluation.baselines import als_baseline, cooccurrence_baseline, popularity_baseline
-from jobs.ranking import blend_rank, candidate_features, excluded_pairs
-from jobs.stages import stage_function
+from jobs.evaluation.holdout import (DECAY_STAGES, build_features, events_source, history_days, holdout_cfg, holdout_name,
+                                     learn_from_holdout, no_decay_values, ranker_features, split_source)
+from jobs.ranking import blend_rank, excluded_pairs
+from jobs.ranking.learn import model_scorer, use_half_lives
 from schemas import columns as c
 from schemas import tables as t
 from schemas.components import ablations
@@ -43,71 +43,31 @@ from schemas.components import ablations
 log = logging.getLogger(__name__)
 
 STAGE = "evaluate"
-# The event-derived inputs of the ranker. encode_items is not among them (item text does not
-# depend on events: the vectors are copied), nor keywords (used in explanations only).
-FEATURE_STAGES = ("build_sequences", "encode_users", "fit_topics", "score_sentiment", "mine_rules")
-# Without decay only these change; the rest is copied from the protocol's evaluation lake.
-DECAY_STAGES = ("build_sequences", "encode_users", "fit_topics")
-DECAY_FREE_TABLES = ("topic_models", "item_sentiment", "user_item_sentiment", "item_rules")
-NO_DECAY_DAYS = 1e6
 
 
 # ------------------------------------------------------------------------- evaluation lake
-def _eval_cfg(cfg: Mapping, name: str, extra: Mapping | None = None, history_days: int = 0) -> Mapping:
-    """The configuration of the evaluation lake ``<lake>/_eval/<name>``; its sequence window
-    covers ``history_days`` (the training events' span) when that is longer than the nightly's,
-    so every user with training history has a profile, as carrying forward gives them nightly."""
-    root = f"{delta_io.lake_root(cfg)}/_eval/{name}"
-    lookback = max(int(cfg["sequences"]["lookback_days"]), history_days)
-    values = {"lake.root": root, "sequences.lookback_days": lookback, **(extra or {})}
-    if cfg["topics"]["use_reviews"]:   # review texts are events: refit on this split's training data
-        values["topics.refit_every_days"] = 1
-    return with_values(cfg, values)
+def evaluation_blend(spark: SparkSession, ecfg: Mapping, train: DataFrame, fds: dt.date, run_id: str,
+                     protocol: str, relevant_types, source: str) -> dict:
+    """The product's blend for one split, as the nightly would have made it from the split's
+    training events alone: learned on the hold-out nested in the split's lake ``ecfg``, or the
+    fixed weights when ``rank.model: fixed`` or there are too few labels."""
+    fixed = RankSettings.from_config(ecfg).weights
+    if LearnSettings.from_config(ecfg).model == "fixed":
+        return {"source": "fixed", "weights": fixed, "half_lives": {}}
+    learned = learn_from_holdout(spark, ecfg, train, fds, run_id, relevant_types, source)
+    if learned.fitted is None:
+        log.warning("evaluate %s: no blend learned (%s); the product is evaluated with the fixed weights",
+                    protocol, learned.reason)
+        return {"source": "fallback_fixed", "weights": fixed, "half_lives": {}, "why": learned.reason}
+    f = learned.fitted
+    return {"source": "learned", "weights": f.weights, "half_lives": f.half_lives, "chosen": f.chosen,
+            "scorer": model_scorer(f.model) if f.learner == "gbt" and f.chosen == "learned" else None,
+            "validation_ndcg": f.metrics["validation_ndcg"], "fixed_ndcg": f.metrics["fixed_ndcg"],
+            "best_single": f.metrics["best_single"], "best_single_ndcg": f.metrics["best_single_ndcg"]}
 
 
-def build_features(spark: SparkSession, cfg: Mapping, ecfg: Mapping, train: DataFrame, fds: dt.date,
-                   run_id: str, stages=FEATURE_STAGES, copy_from: Mapping | None = None) -> None:
-    """Write the training events, the catalogue and the item vectors into the evaluation lake and
-    run the event-derived feature stages there for ``fds`` (tables that ``stages`` leave out are
-    copied from the evaluation lake ``copy_from``)."""
-    delta_io.overwrite(train, ecfg, "events_clean")
-    for name in ("items_clean", "item_embeddings"):
-        delta_io.overwrite(delta_io.read_table(spark, cfg, name), ecfg, name)
-    # the profiles come from the training events alone: no sequence of an earlier evaluation is
-    # carried forward (the window covers the whole training history instead, see _eval_cfg)
-    delta_io.overwrite(spark.createDataFrame([], t.USER_SEQUENCES), ecfg, "user_sequences")
-    if copy_from is not None:
-        for name in DECAY_FREE_TABLES:
-            delta_io.overwrite(delta_io.read_table(spark, copy_from, name), ecfg, name)
-        # the models those rows name live in the lake they came from (paths are lake-relative)
-        for row in delta_io.read_table(spark, copy_from, "topic_models").select("path").collect():  # a row a fit
-            delta_io.copy_tree(spark, delta_io.in_lake(copy_from, row["path"]), delta_io.in_lake(ecfg, row["path"]))
-    for stage in stages:
-        stage_function(stage)(spark, ecfg, fds, run_id, StageRecord())
-
-
-def _no_decay_values(cfg: Mapping) -> dict:
-    return {"sequences.half_life_days": {k: NO_DECAY_DAYS for k in cfg["sequences"]["half_life_days"]},
-            "rank.popularity_half_life_days": NO_DECAY_DAYS, "rank.engagement_half_life_days": NO_DECAY_DAYS}
-
-
-@contextmanager
-def ranker_features(spark: SparkSession, cfg: Mapping, ecfg: Mapping, train: DataFrame, users: DataFrame,
-                    fds: dt.date, run_id: str, stages=FEATURE_STAGES,
-                    copy_from: Mapping | None = None) -> Iterator[DataFrame]:
-    """Build an evaluation lake's features and yield the ranker's candidate features for
-    ``users`` (persisted); the cached frames are released on exit."""
-    build_features(spark, cfg, ecfg, train, fds, run_id, stages, copy_from)
-    with candidate_features(delta_io.reader(spark, ecfg), fds, RankSettings.from_config(ecfg)) as data:
-        feats = data.features.join(users, c.USER_ID).persist(StorageLevel.MEMORY_AND_DISK)
-        try:
-            yield feats
-        finally:
-            feats.unpersist()
-
-
-def evaluate_protocol(spark: SparkSession, cfg: Mapping, ds: dt.date, protocol: str, run_id: str) -> list[tuple]:
-    """All models of one protocol; the ``metrics`` rows."""
+def evaluate_protocol(spark: SparkSession, cfg: Mapping, ds: dt.date, protocol: str, run_id: str) -> tuple[list, dict]:
+    """All models of one protocol; the ``metrics`` rows and the product's blend."""
     ev = EvalSettings.from_config(cfg)
     ks = sorted(int(k) for k in ev.ks)
     kmax = ks[-1]
@@ -118,23 +78,34 @@ def evaluate_protocol(spark: SparkSession, cfg: Mapping, ds: dt.date, protocol: 
     try:
         if test.count() == 0:
             log.warning("evaluate %s: no held-out events for %s; skipped", protocol, ds)
-            return []
+            return [], {}
         users = test.select(c.USER_ID).distinct()
-        first = train.agg(F.min(c.EVENT_DATE)).first()[0]
-        span = (fds - first).days + 1 if first else 0
+        span = history_days(train, fds)
         catalogue = delta_io.read_table(spark, cfg, "items_clean").count()
         vectors = delta_io.read_table(spark, cfg, "item_embeddings").select(c.ITEM_ID, "embedding")
 
         def score(models: Mapping[str, DataFrame]) -> list[tuple]:
             return _score_models(ds, protocol, run_id, models, test, train, ks, catalogue, vectors)
 
-        ecfg = _eval_cfg(cfg, protocol, {"rank.top_n": kmax}, span)
+        ecfg = holdout_cfg(cfg, holdout_name(protocol), {"rank.top_n": kmax}, span)
+        # the split's training events, named so that the nightly's hold-out lake of the same split serves
+        source = split_source(events_source(spark, cfg), protocol, ds, ev.relevant_types,
+                              **({"ratio": ev.random_ratio, "seed": ev.seed} if protocol == "random_split" else {}))
+        # the split's lake first: the blend is learned on a hold-out nested in it
+        build_features(spark, cfg, ecfg, train, fds, run_id, source=source)
+        blend = evaluation_blend(spark, ecfg, train, fds, run_id, protocol, ev.relevant_types, source)
         rs = RankSettings.from_config(ecfg)
-        with ranker_features(spark, cfg, ecfg, train, users, fds, run_id) as feats:
-            models: dict[str, DataFrame] = {PRODUCT: blend_rank(feats, rs)}
+        fixed_half_lives = {"engagement": rs.engagement_half_life_days, "popularity": rs.popularity_half_life_days}
+        half_lives = {**fixed_half_lives, **blend["half_lives"]}
+        grid = {k: sorted({fixed_half_lives[k], half_lives[k]}) for k in fixed_half_lives}
+        with ranker_features(spark, cfg, ecfg, train, users, fds, run_id, half_life_grid=grid, source=source) as feats:
+            product = use_half_lives(feats, half_lives)
+            models: dict[str, DataFrame] = {
+                PRODUCT: blend_rank(product, rs, blend["weights"], scorer=blend.get("scorer")),
+                f"{PRODUCT}_fixed": blend_rank(use_half_lives(feats, fixed_half_lives), rs, rs.weights)}
             for name, component in ablations().items():
                 if name in ev.ablations:
-                    models[f"{PRODUCT}_{name}"] = blend_rank(feats, rs, {**rs.weights, component: 0.0})
+                    models[f"{PRODUCT}_{name}"] = blend_rank(product, rs, {**blend["weights"], component: 0.0})
             read = delta_io.reader(spark, ecfg)
             excluded = excluded_pairs(read("events_clean"), read("user_item_sentiment"), fds, rs.exclude_types,
                                       rs.negative_threshold)
@@ -149,10 +120,11 @@ def evaluate_protocol(spark: SparkSession, cfg: Mapping, ds: dt.date, protocol: 
                 models["als"] = als_baseline(train, users, excluded, kmax, ev.type_weights, ev.als)
             rows = score(models)
         if "no_decay" in ev.ablations:
-            ncfg = _eval_cfg(cfg, f"{protocol}-no_decay", {"rank.top_n": kmax, **_no_decay_values(cfg)}, span)
+            ncfg = holdout_cfg(cfg, holdout_name(protocol, "-no_decay"), {"rank.top_n": kmax, **no_decay_values(cfg)}, span)
             with ranker_features(spark, cfg, ncfg, train, users, fds, run_id, DECAY_STAGES, copy_from=ecfg) as feats:
-                rows += score({f"{PRODUCT}_no_decay": blend_rank(feats, RankSettings.from_config(ncfg))})
-        return rows
+                rows += score({f"{PRODUCT}_no_decay": blend_rank(feats, RankSettings.from_config(ncfg),
+                                                                 blend["weights"])})
+        return rows, {k: v for k, v in blend.items() if k != "scorer"}
     finally:
         train.unpersist()
         test.unpersist()
@@ -183,13 +155,13 @@ def run(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, rec: StageR
     total = 0
     for protocol in protocols:
         t0 = time.monotonic()
-        rows = evaluate_protocol(spark, cfg, ds, protocol, run_id)
+        rows, blend = evaluate_protocol(spark, cfg, ds, protocol, run_id)
         if rows:
             delta_io.replace_where(spark.createDataFrame(rows, t.METRICS), cfg, "metrics",
                                    f"ds = DATE'{ds.isoformat()}' AND protocol = '{protocol}'")
         total += len(rows)
         summary["protocols"][protocol] = {
-            "seconds": round(time.monotonic() - t0, 1), "users": rows[0][6] if rows else 0,
+            "seconds": round(time.monotonic() - t0, 1), "users": rows[0][6] if rows else 0, "blend": blend,
             "table": {f"{m}.{metric}@{k}": round(v, 4) for _, _, m, metric, k, v, _, _ in rows}}
     summary["rows"] = total
     summary["line"] = "evaluation: " + ", ".join(f"{p} ({v['users']} users, {v['seconds']} s)"

@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import sys
+import time
 from typing import Mapping
 
 from pyspark.sql import SparkSession
@@ -28,8 +29,10 @@ from pyspark.sql import functions as F
 
 from jobs.common import delta_io
 from jobs.common.runlog import StageRecord
-from jobs.common.settings import RankSettings
-from jobs.ranking import blend_rank, candidate_features, default_list, reason_context, reasons
+from jobs.common.settings import EvalSettings, LearnSettings, RankSettings
+from jobs.evaluation.holdout import events_source, learn_from_holdout
+from jobs.ranking import blend_rank, candidate_features, default_list, reason_context, reasons, store
+from jobs.ranking.learn import saved_scorer, settings_with_half_lives
 from schemas import columns as c
 from schemas.components import names
 
@@ -38,21 +41,67 @@ log = logging.getLogger(__name__)
 STAGE = "rank_topn"
 
 
+def blend_for(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str) -> dict:
+    """The weights (and half-lives) to rank ds with, and where they come from.
+
+    ``rank.model: fixed``: the fixed weights. ``learned``: a fit of tonight's hold-out unless an
+    earlier night's fit is younger than ``rank.refit_every_days``; too few labels fall back to the
+    newest earlier fit, then to the fixed weights. ``source`` says which (for runs and the report).
+    """
+    ls = LearnSettings.from_config(cfg)
+    fixed = RankSettings.from_config(cfg).weights
+    if ls.model == "fixed":
+        return {"source": "fixed", "weights": fixed, "half_lives": {}, "model_ds": None}
+    latest = store.newest(spark, cfg, ds)
+    # an earlier night's fit within the cadence serves; a re-run of a date fits again (same data,
+    # same seeds: the same model)
+    if latest is not None and (ds - latest[c.DS]).days < ls.refit_every_days:
+        return {"source": "reused", "weights": dict(latest["weights"]), "half_lives": dict(latest["half_lives"]),
+                "model_ds": latest[c.DS].isoformat(), "chosen": latest["chosen"], "learner": latest["learner"],
+                "path": latest["path"]}
+    t0 = time.monotonic()
+    events = delta_io.read_table(spark, cfg, "events_clean")
+    learned = learn_from_holdout(spark, cfg, events, ds, run_id, EvalSettings.from_config(cfg).relevant_types,
+                                 events_source(spark, cfg))
+    if learned.fitted is not None:
+        row = store.record(spark, cfg, ds, learned, run_id, time.monotonic() - t0)
+        return {"source": "learned", "weights": row["weights"], "half_lives": row["half_lives"],
+                "model_ds": ds.isoformat(), "chosen": row["chosen"], "labels": learned.labels,
+                "learner": row["learner"], "path": row["path"],
+                "validation_ndcg": row["validation_ndcg"], "fixed_ndcg": row["fixed_ndcg"],
+                "best_single": row["best_single"], "best_single_ndcg": row["best_single_ndcg"]}
+    earlier = store.newest(spark, cfg, ds)
+    log.warning("no blend learned for %s: %s; falling back to %s", ds, learned.reason,
+                "the fit of " + earlier[c.DS].isoformat() if earlier is not None else "the fixed weights")
+    if earlier is not None:
+        return {"source": "fallback_last", "weights": dict(earlier["weights"]), "half_lives": dict(earlier["half_lives"]),
+                "model_ds": earlier[c.DS].isoformat(), "chosen": earlier["chosen"], "why": learned.reason,
+                "learner": earlier["learner"], "path": earlier["path"]}
+    return {"source": "fallback_fixed", "weights": fixed, "half_lives": {}, "model_ds": None, "why": learned.reason}
+
+
 def run(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, rec: StageRecord | None = None) -> dict:
     """Write the ds partition of ``recommendations_staging``."""
     rec = rec or StageRecord()
+    blend = blend_for(spark, cfg, ds, run_id)
+    cfg = settings_with_half_lives(cfg, blend["half_lives"])
     s = RankSettings.from_config(cfg)
+    weights = blend["weights"]
+    # a tree ensemble scores with the saved model itself (its importances only stand in for weights)
+    scorer = saved_scorer(delta_io.in_lake(cfg, blend["path"])) \
+        if blend.get("learner") == "gbt" and blend.get("chosen") == "learned" and blend.get("path") else None
+    version = s.model_version + (f"/learned-{blend['model_ds']}" if blend["model_ds"] else "/fixed")
     read = delta_io.reader(spark, cfg)
     on_ds = F.col(c.DS) == F.lit(ds)
     terms = read("topic_terms").where(on_ds)
     with candidate_features(read, ds, s) as data:
-        ranked = reason_context(blend_rank(data.features, s), data.sequences, data.item_vectors, data.items,
-                                terms, s.recent_items, s.verbs)
+        ranked = reason_context(blend_rank(data.features, s, weights, scorer=scorer), data.sequences, data.item_vectors,
+                                data.items, terms, s.recent_items, s.verbs)
         default = default_list(data.popularity, data.items, read("item_topics").where(on_ds), terms, s)
-        out = (reasons(ranked, s.weights).unionByName(default, allowMissingColumns=True).select(
+        out = (reasons(ranked, weights).unionByName(default, allowMissingColumns=True).select(
             F.lit(ds).alias(c.DS), c.USER_ID, F.col("rank").cast("int"), c.ITEM_ID, "score",
             F.struct(*[F.col(n).cast("double").alias(n) for n in names()]).alias("components"), "reason",
-            "reason_kind", F.lit(s.model_version).alias("model_version"), F.lit(run_id).alias(c.RUN_ID)))
+            "reason_kind", F.lit(version).alias("model_version"), F.lit(run_id).alias(c.RUN_ID)))
         delta_io.replace_where(out, cfg, "recommendations_staging", f"ds = DATE'{ds.isoformat()}'")
         n_users = data.users.count()
     written = read("recommendations_staging").where(on_ds)
@@ -62,11 +111,12 @@ def run(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, rec: StageR
                          F.sum((F.col("count") < s.top_n).cast("int")).alias("short")).first()
     summary = {"users": n_users, "users_with_recs": stats["users"], "rows": int(stats["rows"] or 0),
                "users_short_of_n": int(stats["short"] or 0) + (n_users - stats["users"]),
-               "default_list": n_default, "top_n": s.top_n,
+               "default_list": n_default, "top_n": s.top_n, "blend": blend,
                "path": delta_io.table_path(cfg, "recommendations_staging")}
     line = (f"ranked: {summary['rows']} recommendations for {summary['users_with_recs']} users "
             f"({summary['users_short_of_n']} short of {s.top_n}), and a default list of {n_default} for users "
-            f"without history ({c.DEFAULT_USER})")
+            f"without history ({c.DEFAULT_USER}); blend: {blend['source']}"
+            + (f" ({blend.get('chosen')}, model of {blend['model_ds']})" if blend["model_ds"] else ""))
     return rec.finish(STAGE, summary, rows_in=n_users, rows_out=summary["rows"], line=line)
 
 

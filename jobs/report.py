@@ -28,7 +28,9 @@ from pyspark.sql import functions as F
 from jobs.common import delta_io
 from jobs.common.metrics import ALL_METRICS
 from jobs.common.runlog import newest_per_stage
+from jobs.common.settings import RankSettings
 from jobs.evaluation import MODELS
+from jobs.ranking import store
 from schemas import columns as c
 
 log = logging.getLogger(__name__)
@@ -156,11 +158,30 @@ def evaluation(spark: SparkSession, cfg: Mapping, ds: dt.date) -> list[dict]:
     return [{k: r[k] for k in ("protocol", "model", "metric", "k", "value")} for r in rows]
 
 
+def blend_summary(spark: SparkSession, cfg: Mapping, ds: dt.date, blend: Mapping | None, table: str) -> dict | None:
+    """What the night ranked with: the blend's source and weights next to the fixed ones, the
+    learned weights of the last nights, and the share of already-seen items in each list."""
+    if not blend:
+        return None
+    fixed = RankSettings.from_config(cfg).weights
+    weights = dict(blend.get("weights") or {})
+    out = {k: v for k, v in blend.items() if k != "weights"}
+    out.update({"weights": weights, "fixed_weights": fixed, "history": store.history(spark, cfg, ds)})
+    recs = delta_io.read_table(spark, cfg, table).where(
+        (F.col(c.DS) == F.lit(ds)) & (F.col(c.USER_ID) != c.DEFAULT_USER))
+    per_user = recs.groupBy(c.USER_ID).agg(F.avg((F.col("components.engagement") > 0).cast("double")).alias("_s"))
+    out["seen_share"] = float(per_user.agg(F.avg("_s")).first()[0] or 0.0)          # one number
+    largest = max(weights, key=lambda k: abs(weights[k])) if weights else None
+    out["engagement_leads"] = largest == "engagement" and weights.get("engagement", 0) > 0
+    return out
+
+
 def build_report(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, status: str,
                  error: str | None = None, skipped: list[str] = ()) -> dict:
     """Gather the whole report as a JSON-able dict."""
     stages = stage_rows(spark, cfg, ds, run_id, skipped)
     clean = next((s["details"] for s in stages if s["stage"] == "clean"), {})
+    ranked = next((s["details"] for s in stages if s["stage"] == "rank_topn"), {})
     published = any(s["stage"] == "publish" and s["status"] == "succeeded" for s in stages)
     table = "recommendations" if published else "recommendations_staging"
     return {
@@ -172,6 +193,7 @@ def build_report(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, st
         "bots": clean.get("bots"),
         "dq": dq_summary(spark, cfg, ds),
         "recommendations": recommendation_stats(spark, cfg, ds, table),
+        "blend": blend_summary(spark, cfg, ds, ranked.get("blend"), table),
         "evaluation": evaluation(spark, cfg, ds),
     }
 
@@ -219,6 +241,18 @@ def plots(report: dict) -> dict[str, str]:
            xlabel="most recommended items (% of catalogue)", ylabel="share of recommendations (%)")
     ax.legend(loc="lower right")
     out["coverage"] = _png(fig)
+
+    history = (report.get("blend") or {}).get("history") or []
+    if history:
+        fig, ax = plt.subplots(figsize=(6, 3.2))
+        nights = [h["ds"] for h in history]
+        for name in sorted({k for h in history for k in h["weights"]}):
+            ax.plot(nights, [h["weights"].get(name, 0.0) for h in history], marker="o", ms=3, label=name)
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set(title="Blend weights by night", xlabel="night", ylabel="weight (standardised input)")
+        ax.tick_params(axis="x", rotation=45)
+        ax.legend(fontsize=7, ncol=2)
+        out["blend_weights"] = _png(fig)
     return out
 
 
@@ -299,6 +333,24 @@ def render_html(report: dict) -> str:
                  + "</p><div class='plots'>"
                  + "".join(f"<img alt='{k}' src='data:image/png;base64,{v}'>" for k, v in plots(report).items())
                  + "</div>")
+    b = report.get("blend")
+    if b:
+        source = {"learned": "learned tonight", "reused": "reused", "fallback_last": "fallback to the newest earlier fit",
+                  "fallback_fixed": "fallback to the fixed weights", "fixed": "fixed (rank.model: fixed)"}[b["source"]]
+        head = (f"<h2>Blend: {html.escape(source)}</h2><p>chosen: {html.escape(str(b.get('chosen', 'fixed')))}"
+                + (f", model of {html.escape(b['model_ds'])}" if b.get("model_ds") else "")
+                + (f"; validation NDCG@10 {b['validation_ndcg']:.4f} (fixed weights {b['fixed_ndcg']:.4f}, best single "
+                   f"component {html.escape(b['best_single'])} {b['best_single_ndcg']:.4f})" if "validation_ndcg" in b else "")
+                + (f"; why: {html.escape(b['why'])}" if b.get("why") else "") + "</p>")
+        learned = (b["history"][-1]["learned_weights"] if b.get("history") else {}) or {}
+        rows = [[name, f"{b['fixed_weights'].get(name, 0.0):.3f}", f"{b['weights'].get(name, 0.0):.3f}",
+                 f"{learned[name]:.3f}" if name in learned else ""] for name in b["fixed_weights"]]
+        seen = (f"<p>Items the user already touched make up {100 * b['seen_share']:.1f}% of a list on average"
+                + ("; the engagement component has the largest weight: set rank.max_engaged to keep room for "
+                   "items new to the user" if b["engagement_leads"] else "") + ".</p>")
+        halves = ", ".join(f"{k} {v:g} days" for k, v in (b.get("half_lives") or {}).items())
+        parts.append(head + _table(["component", "fixed weight", "weight ranked with", "fitted tonight"], rows)
+                     + (f"<p>Half-lives chosen: {html.escape(halves)}.</p>" if halves else "") + seen)
     if report["evaluation"]:
         parts.append("<h2>Evaluation</h2>" + evaluation_table(report["evaluation"]))
     parts.append("</body></html>")

@@ -62,6 +62,8 @@ TABLES: dict[str, TableSpec] = {
         TableSpec("recommendations", t.RECOMMENDATIONS, (c.DS,),
                   {**_COMMON, "delta.enableChangeDataFeed": "true"},
                   "The published per-user top-N, one atomic replaceWhere commit per date."),
+        TableSpec("ranker_models", t.RANKER_MODELS, (), _COMMON,
+                  "Every fit of the learned blend: its weights, half-lives, labels and validation figures."),
         TableSpec("dq_results", t.DQ_RESULTS, (c.DS,), _COMMON,
                   "One row per expectation per validation: table, version, level, outcome, counts."),
         TableSpec("metrics", t.METRICS, (c.DS,), _COMMON,

@@ -12,6 +12,7 @@ from pyspark.sql.types import (
     FloatType,
     IntegerType,
     LongType,
+    MapType,
     StringType,
     StructField,
     StructType,
@@ -269,6 +270,32 @@ RECOMMENDATIONS = _s(
     ("reason", StringType(), False),
     ("reason_kind", StringType(), True),        # the component the reason comes from (null in rows of older releases)
     ("model_version", StringType(), False),
+    (c.RUN_ID, StringType(), False),
+)
+
+# One row per fit of the learned blend (rank_topn): what it chose, and the figures it chose by.
+RANKER_MODELS = _s(
+    (c.DS, DateType(), False),                  # the night it was fitted for
+    ("path", StringType(), True),               # _models/ranker/<ds>, relative to the lake root (null: nothing to save)
+    ("learner", StringType(), False),           # logistic | gbt
+    ("protocol", StringType(), False),          # the hold-out its labels came from
+    ("cut_off", DateType(), True),              # the date its features were built for
+    ("status", StringType(), False),            # learned | fixed | single (what was chosen)
+    ("chosen", StringType(), False),            # learned | fixed | single:<component>
+    ("weights", MapType(StringType(), DoubleType()), False),          # the weights ranked with
+    ("learned_weights", MapType(StringType(), DoubleType()), False),  # the fitted model's (GBT: importances)
+    ("half_lives", MapType(StringType(), DoubleType()), False),       # chosen from rank.half_life_grid
+    ("training_rows", LongType(), False),
+    ("positives", LongType(), False),
+    ("users", LongType(), False),
+    ("validation_users", LongType(), False),
+    ("validation_auc", DoubleType(), True),
+    ("validation_ndcg", DoubleType(), True),    # NDCG@10 of what was chosen, on the validation users
+    ("fixed_ndcg", DoubleType(), True),         # the fixed weights' there
+    ("best_single", StringType(), True),        # the best single component there ...
+    ("best_single_ndcg", DoubleType(), True),   # ... and its NDCG@10
+    ("details", StringType(), True),            # JSON: every candidate's and every half-life's NDCG
+    ("seconds", DoubleType(), False),
     (c.RUN_ID, StringType(), False),
 )
 

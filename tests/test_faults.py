@@ -110,10 +110,17 @@ def _nightly_cmd(conf, *extra):
     return [sys.executable, "-m", "jobs.cli", "nightly", "--date", DS.isoformat(), "--conf", str(conf), *extra]
 
 
-def test_a_resume_after_a_killed_force_run_resumes_that_run(spark, make_lake, tiny_model_dir):
-    made, conf = _small_lake(make_lake, "kill", tiny_model_dir)
+@pytest.fixture(scope="module")
+def small_night(spark, make_lake, tiny_model_dir):
+    """A small lake after one complete nightly of DS (shared by the tests that start from one)."""
+    made, conf = _small_lake(make_lake, "small-night", tiny_model_dir)
     first = run_nightly(spark, made.cfg, DS, report=False, echo=lambda *a, **k: None)
     assert first["exit_code"] == 0, first["error"]
+    return made, conf, first
+
+
+def test_a_resume_after_a_killed_force_run_resumes_that_run(spark, small_night):
+    made, conf, first = small_night
     # --force in a process of its own, killed (with its JVM) when encode_items starts
     proc = subprocess.Popen(_nightly_cmd(conf, "--force"), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                             text=True, start_new_session=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -190,10 +197,8 @@ def test_json_ids_must_be_strings_or_integers(spark, lake_cfg, tmp_path):
 
 
 # -------------------------------------------------------------------- 6. the gate, date by date
-def test_publishing_a_date_is_not_held_back_by_another_dates_staging(spark, make_lake, tiny_model_dir):
-    made, _ = _small_lake(make_lake, "gate", tiny_model_dir)
-    out = run_nightly(spark, made.cfg, DS, report=False, echo=lambda *a, **k: None)
-    assert out["exit_code"] == 0, out["error"]
+def test_publishing_a_date_is_not_held_back_by_another_dates_staging(spark, small_night):
+    made, _, _ = small_night
     for stage in ("rank_topn", "validate"):
         run_stage(spark, made.cfg, stage, DS, "run-again")
     other = DS - dt.timedelta(days=1)

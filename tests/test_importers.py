@@ -174,7 +174,7 @@ def test_the_printed_nightly_command_runs_as_printed(tmp_path):
     activated (its recjobs script called by path): the nightly finishes and every user gets a list."""
     import shlex
 
-    src, _ = _ml100k_from_sample(tmp_path)
+    src, _ = _ml100k_from_sample(tmp_path, users=25, items=40)    # fewer users than rank.min_labels: the fallback
     recjobs = str(Path(sys.executable).parent / "recjobs")
     env = {k: v for k, v in os.environ.items() if k not in ("PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON", "VIRTUAL_ENV")}
     imported = subprocess.run([recjobs, "import", "movielens", str(src), "--out", str(tmp_path / "out")],
@@ -194,3 +194,8 @@ def test_the_printed_nightly_command_runs_as_printed(tmp_path):
     assert rated <= set(recs["user_id"])                        # every user has a list
     pairs = {tuple(line.split("\t")[:2]) for line in (src / "u.data").read_text().splitlines()}
     assert not pairs & set(zip(recs["user_id"], recs["item_id"]))   # no film the user rated
+    # too few users to learn from: the night says it ranked with the fixed weights, and why
+    runs = DeltaTable(str(tmp_path / "out" / "lake" / "runs")).to_pandas()
+    blend = json.loads(runs[runs["stage"] == "rank_topn"]["details"].iloc[-1])["blend"]
+    assert blend["source"] == "fallback_fixed" and "rank.min_labels" in blend["why"]
+    assert set(recs["model_version"]) == {"blend-v1/fixed"}

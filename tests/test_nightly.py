@@ -71,10 +71,13 @@ def test_nightly_publishes_and_writes_the_report(spark, night):
     assert sum(n for _, n in recs["per_category"]) == n_rows
     assert 0 < recs["coverage"]["coverage"] <= 1 and recs["coverage"]["share"][-1] == pytest.approx(1.0)
     html = (root / "reports" / DS.isoformat() / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 3 and "gate <span class='ok'>passed" in html
-    # the evaluate stage ran (next day, popularity baseline) and its metrics are in the report
+    # the three plots of the lists, and the blend's weights by night
+    assert html.count("data:image/png;base64,") == 4 and "alt='blend_weights'" in html
+    assert "gate <span class='ok'>passed" in html and "<h2>Blend: learned tonight</h2>" in html
+    assert report["blend"]["source"] == "learned" and set(report["blend"]["weights"]) == set(report["blend"]["fixed_weights"])
+    # the evaluate stage ran (leave-last-out, popularity baseline) and its metrics are in the report
     models = {(e["protocol"], e["model"]) for e in report["evaluation"]}
-    assert models == {(p, m) for p in ("leave_last_out", "next_day") for m in ("blend", "popularity")}
+    assert models == {("leave_last_out", m) for m in ("blend", "blend_fixed", "popularity")}
     assert "<h2>Evaluation</h2>" in html
     assert delta_io.read_table(spark, cfg, "dq_results").where(F.col("ds") == DS).count() == dq["expectations"]
 

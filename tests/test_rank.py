@@ -94,7 +94,8 @@ def test_sharded_retrieval_equals_whole_matrix(spark):
 
 @pytest.fixture(scope="module")
 def lake(spark, make_lake):
-    made = make_lake("rank", SPEC, {"rank": {"top_n": N}, "dq": {"validate_raw": False}})
+    # the fixed blend: these tests hold its figures (the learned one is tests/test_learned.py's)
+    made = make_lake("rank", SPEC, {"rank": {"top_n": N, "model": "fixed"}, "dq": {"validate_raw": False}})
     cfg, truth = made.cfg, made.truth
     run_stage(spark, cfg, "clean", SPEC.end_date, "run-clean")       # all days, incl. the held-out one
     results = {s: run_stage(spark, cfg, s, DS, "run-1") for s in STAGES}
@@ -272,7 +273,7 @@ def test_sql_command_sees_every_table(spark, lake, capsys):
 @pytest.fixture(scope="module")
 def evaluated(spark, lake):
     cfg, _, _ = lake
-    ecfg = with_values(cfg, {"eval.protocols": ["leave_last_out"], "eval.ablations": ["no_lm", "no_decay"],
+    ecfg = with_values(cfg, {"eval.protocols": ["leave_last_out", "next_day"], "eval.ablations": ["no_lm", "no_decay"],
                              "eval.ks": [10]})
     return ecfg, run_stage(spark, ecfg, "evaluate", DS, "run-eval")
 
@@ -282,13 +283,13 @@ def test_blend_beats_popularity_and_cooccurrence_under_leave_last_out(spark, eva
     ndcg = {r["model"]: r["value"] for r in delta_io.read_table(spark, cfg, "metrics")
             .where((F.col("ds") == DS) & (F.col("protocol") == "leave_last_out") & (F.col("metric") == "ndcg")
                    & (F.col("k") == 10)).collect()}
-    assert set(ndcg) == {"blend", "blend_no_lm", "blend_no_decay", "popularity", "cooccurrence", "als"}
+    assert set(ndcg) == {"blend", "blend_fixed", "blend_no_lm", "blend_no_decay", "popularity", "cooccurrence", "als"}
     assert ndcg["blend"] > ndcg["popularity"] and ndcg["blend"] > ndcg["cooccurrence"], ndcg
     assert summary["protocols"]["leave_last_out"]["table"]["blend.ndcg@10"] == pytest.approx(ndcg["blend"], abs=1e-4)
 
 
 def test_leave_last_out_holds_out_one_event_per_user_and_never_trains_on_it(spark, evaluated):
-    from jobs.evaluate import _eval_cfg
+    from jobs.evaluation.holdout import holdout_cfg, holdout_name
     from jobs.evaluation import split
 
     cfg, _ = evaluated
@@ -299,9 +300,10 @@ def test_leave_last_out_holds_out_one_event_per_user_and_never_trains_on_it(spar
     per_user = test.groupBy("user_id").count()
     assert per_user.count() == relevant_users and per_user.where("count != 1").count() == 0 and fds == DS
     held = test.select("user_id", F.col("event_id").alias("held_id"), F.col("event_ts").alias("held_ts"))
-    for name in ("leave_last_out", "leave_last_out-no_decay"):
-        ecfg = _eval_cfg(cfg, name)
+    for suffix in ("", "-no_decay"):
+        ecfg = holdout_cfg(cfg, holdout_name("leave_last_out", suffix))
         train = delta_io.read_table(spark, ecfg, "events_clean")     # what every feature is built from
+        assert train.count() > 0
         assert train.join(held, train.event_id == held.held_id).count() == 0
         assert train.join(held, "user_id").where(F.col("event_ts") >= F.col("held_ts")).count() == 0
         seqs = delta_io.read_table(spark, ecfg, "user_sequences").where(F.col("ds") == DS)

@@ -134,3 +134,82 @@ def test_components_are_declared_once_with_unique_names():
     assert len(set(ablations())) == len(ablations())
     assert all(comp.default_weight == default_weights()[comp.name] for comp in COMPONENTS)
     assert all(set(comp.reason_fields) <= set(f.split()[0] for f in CONTEXT.split(", ")) for comp in COMPONENTS)
+
+
+# ------------------------------------------------------------------------------- the learned blend
+def test_one_pass_ndcg_matches_the_metrics_module(spark):
+    from pyspark.sql import Window
+
+    from jobs.common.metrics import accuracy
+    from jobs.ranking.learn import ndcg_of
+
+    rows = spark.createDataFrame([("u", f"i{i}", float(i), float(-i)) for i in range(12)] +
+                                 [("v", "a", 1.0, 0.0), ("v", "b", 0.0, 1.0)],
+                                 "user_id string, item_id string, up double, down double")
+    truth = spark.createDataFrame([("u", "i11"), ("u", "i0"), ("v", "b"), ("w", "x")], "user_id string, item_id string")
+    got = ndcg_of(rows, {"up": F.col("up"), "down": F.col("down")}, truth)
+    for name in ("up", "down"):
+        order = Window.partitionBy("user_id").orderBy(F.col(name).desc(), "item_id")
+        top = rows.withColumn("rank", F.row_number().over(order)).where("rank <= 10")
+        assert got[name] == pytest.approx(accuracy(top, truth, [10])[("ndcg", 10)])
+    # u: i11 first by "up" (i0 falls outside the top 10), v: b second; w has no candidates and counts 0
+    assert got["up"] == pytest.approx((1 / (1 + 1 / math.log2(3)) + 1 / math.log2(3) + 0) / 3)
+
+
+def _labelled(spark, users=120, per_user=12):
+    """Candidates whose label follows ``rule`` (and nothing else), with the half-life grid columns."""
+    import random
+
+    from jobs.ranking.features import grid_column
+
+    rnd = random.Random(3)
+    cols = ["user_id string", "item_id string", "label double", "category string"] + \
+        [f"{n} double" for n in names()] + [f"{grid_column(c, h)} double" for c in ("engagement", "popularity")
+                                             for h in (1.0, 4.0)]
+    rows = []
+    for u in range(users):
+        best = rnd.randrange(per_user)
+        for i in range(per_user):
+            values = {n: rnd.random() for n in names()}
+            values["rule"] = 0.9 + rnd.random() / 10 if i == best else rnd.random() * 0.8
+            grid = [values["engagement"], values["engagement"] ** 2, values["popularity"], values["popularity"] * 2]
+            rows.append((f"u{u}", f"i{i}", 1.0 if i == best else 0.0, "c", *[values[n] for n in names()], *grid))
+    frame = spark.createDataFrame(rows, ", ".join(cols))
+    return frame, frame.where("label = 1").select("user_id", "item_id")
+
+
+def test_the_fit_learns_the_component_the_labels_follow_and_keeps_the_best(spark):
+    from jobs.ranking.learn import fit_blend
+
+    rows, held = _labelled(spark)
+    fixed = default_weights()
+    fitted = fit_blend(rows, held, fixed, {"engagement": [1.0, 4.0], "popularity": [1.0, 4.0]},
+                       {"engagement": 1.0, "popularity": 4.0}, negatives_per_user=5, validation_share=0.3, seed=2)
+    learned = fitted.metrics["learned_weights"]
+    assert max(learned, key=lambda n: abs(learned[n])) == "rule" and learned["rule"] > 0
+    assert fitted.metrics["best_single"] == "rule" and fitted.metrics["best_single_ndcg"] == pytest.approx(1.0)
+    # what is kept is the best on the validation users, never below a single component or the fixed weights
+    results = fitted.metrics["ndcg"]
+    assert fitted.metrics["validation_ndcg"] == max(results.values())
+    assert fitted.chosen in ("learned", "single:rule") and fitted.metrics["validation_ndcg"] == pytest.approx(1.0)
+    assert set(fitted.half_lives) == {"engagement", "popularity"}
+    assert fitted.metrics["positives"] > 0 and fitted.metrics["training_rows"] < rows.count()
+
+
+def test_gradient_boosted_trees_are_selectable_and_score_with_their_model(spark):
+    from pyspark.sql import Window
+
+    from jobs.ranking.learn import fit_blend, model_scorer
+
+    rows, held = _labelled(spark, users=60)
+    fitted = fit_blend(rows, held, default_weights(), {"engagement": [1.0], "popularity": [1.0]},
+                       {"engagement": 1.0, "popularity": 1.0}, learner="gbt", negatives_per_user=5, seed=4)
+    importances = fitted.metrics["learned_weights"]
+    assert fitted.learner == "gbt" and max(importances, key=importances.get) == "rule"
+    assert fitted.metrics["validation_ndcg"] >= fitted.metrics["best_single_ndcg"]
+    # the trees rank with their own model: each user's labelled candidate comes first
+    scored = model_scorer(fitted.model)(standardise_and_blend(rows, default_weights()))
+    first = scored.withColumn("_r", F.row_number().over(Window.partitionBy("user_id").orderBy(F.col("score").desc())))
+    best = {r["user_id"]: r["item_id"] for r in first.where("_r = 1").collect()}
+    truth = {r["user_id"]: r["item_id"] for r in held.collect()}
+    assert sum(best[u] == i for u, i in truth.items()) >= 0.9 * len(truth)

@@ -29,7 +29,7 @@ DEFAULT_FILE = DEFAULT_RESOURCE
 # The embedded local set-up (local[*], small shuffles); data folders' suggested runs layer over it.
 LOCAL_FILE = CONF_DIR / "local.yaml"
 FREE_FORM = frozenset({"spark.conf", "sequences.type_weights", "sequences.half_life_days", "sequences.verbs",
-                       "rank.weights"})
+                       "rank.weights", "rank.half_life_grid"})
 # Free-form mappings whose values stay strings however they look (Spark settings).
 RAW_STRINGS = frozenset({"spark.conf"})
 # Keys with a non-null default that also take null (meaning off).

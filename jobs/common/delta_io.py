@@ -235,6 +235,29 @@ def copy_tree(spark: SparkSession, source: str, target: str) -> None:
     jvm.org.apache.hadoop.fs.FileUtil.copy(src_fs, src, dst_fs, dst, False, conf)
 
 
+def read_text(spark: SparkSession, path: str) -> str | None:
+    """A small text file written by :func:`write_text`, or None when there is none."""
+    jvm = spark.sparkContext._jvm
+    source = jvm.org.apache.hadoop.fs.Path(path)
+    fs = source.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    if not fs.exists(source):
+        return None
+    stream = fs.open(source)
+    try:
+        return jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")
+    finally:
+        stream.close()
+
+
+def delete_path(spark: SparkSession, path: str) -> None:
+    """Remove a file or folder through Hadoop's file system (nothing when it is not there)."""
+    jvm = spark.sparkContext._jvm
+    target = jvm.org.apache.hadoop.fs.Path(path)
+    fs = target.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    if fs.exists(target):
+        fs.delete(target, True)
+
+
 def write_text(spark: SparkSession, path: str, text: str) -> None:
     """Write a small text file (a report, a JSON result) through Hadoop's file system, so that
     it lands next to the tables wherever the lake lives (local folder, s3a://, abfss://)."""

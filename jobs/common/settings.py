@@ -223,3 +223,22 @@ class DqSettings(Settings):
     full_list_share: float = setting("dq.full_list_share", number_in(0.0, 1.0))
     partial_unexpected: int = setting("dq.partial_unexpected", int_at_least(0))
     max_bot_share: float = setting("dq.max_bot_share", number_in(0.0, 1.0))
+
+
+@dataclass(frozen=True)
+class LearnSettings(Settings):
+    """rank_topn's learned blend: where its labels come from, how it is fitted and chosen."""
+
+    model: str = setting("rank.model", one_of("learned", "fixed"))
+    learner: str = setting("rank.learner", one_of("logistic", "gbt"))
+    train_protocol: str = setting("rank.train_protocol", one_of("leave_last_out", "next_day"))
+    negatives_per_user: int = setting("rank.negatives_per_user", int_at_least(1))
+    min_labels: int = setting("rank.min_labels", int_at_least(1))
+    validation_share: float = setting("rank.validation_share", number_in(0.0, 0.9, low_open=True))
+    reg_param: float = setting("rank.reg_param", non_negative)
+    refit_every_days: int = setting("rank.refit_every_days", int_at_least(1))
+    seed: int = setting("rank.seed", int_at_least(0))
+    half_life_grid: dict = setting("rank.half_life_grid", map_of(list_of(positive)))
+
+    def validate(self) -> None:
+        _subset("rank.half_life_grid", list(self.half_life_grid), ["engagement", "popularity"], "the grid")

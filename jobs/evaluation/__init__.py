@@ -15,9 +15,9 @@ PRODUCT = "blend"
 
 
 def model_names(components: Sequence[Component] = COMPONENTS) -> tuple[str, ...]:
-    """Display order of the models in tables: the product, its ablations (one per component that
-    has one, then the rebuilt ones), the baselines."""
-    return (PRODUCT, *[f"{PRODUCT}_{a}" for a in ablations(components)],
+    """Display order of the models in tables: the product (the learned blend), the fixed blend, the
+    product's ablations (one per component that has one, then the rebuilt ones), the baselines."""
+    return (PRODUCT, f"{PRODUCT}_fixed", *[f"{PRODUCT}_{a}" for a in ablations(components)],
             *[f"{PRODUCT}_{a}" for a in REBUILD_ABLATIONS], *BASELINES)
 
 

@@ -20,15 +20,22 @@ def standardise_and_blend(features: DataFrame, weights: Mapping[str, float],
     """Add ``z_<component>`` (z-score of the component's blend input over all rows; missing -> 0)
     and ``score`` = sum of weight * z, for every component of ``components``."""
     inputs = {comp.name: comp.transform(F.col(comp.name)) for comp in components}
+    out = standardised(features, inputs)
+    score = sum((F.lit(float(weights[n])) * F.col(f"z_{n}") for n in inputs), F.lit(0.0))
+    return out.withColumn("score", score)
+
+
+def standardised(features: DataFrame, inputs: Mapping[str, "F.Column"]) -> DataFrame:
+    """Add ``z_<name>`` for each of ``inputs``: its z-score over all rows (missing -> 0; a
+    constant input -> 0), from one aggregation."""
     stats = features.agg(*[F.avg(col).alias(f"m_{n}") for n, col in inputs.items()],
                          *[F.stddev_pop(col).alias(f"s_{n}") for n, col in inputs.items()]).first()  # one row
-    out = features
+    zs = {}
     for n, col in inputs.items():
         mean, std = stats[f"m_{n}"], stats[f"s_{n}"]
         z = F.lit(0.0) if mean is None or not std else (col - F.lit(mean)) / F.lit(std)
-        out = out.withColumn(f"z_{n}", F.coalesce(z, F.lit(0.0)))
-    score = sum((F.lit(float(weights[n])) * F.col(f"z_{n}") for n in inputs), F.lit(0.0))
-    return out.withColumn("score", score)
+        zs[f"z_{n}"] = F.coalesce(z, F.lit(0.0))
+    return features.withColumns(zs)
 
 
 def top_n(scored: DataFrame, n: int, max_per_category: int, max_engaged: int | None = None) -> DataFrame:
@@ -54,10 +61,15 @@ def demote_negative_neighbours(scored: DataFrame, threshold: float, penalty: flo
 
 
 def blend_rank(features: DataFrame, settings: RankSettings, weights: Mapping[str, float] | None = None,
-               components: Sequence[Component] = COMPONENTS) -> DataFrame:
+               components: Sequence[Component] = COMPONENTS, scorer=None) -> DataFrame:
     """Standardise and blend the components (the settings' fixed weights unless ``weights``), demote
-    near neighbours of negatively reviewed items, apply the category and engaged caps, keep the top N."""
+    near neighbours of negatively reviewed items, apply the category and engaged caps, keep the top N.
+
+    ``scorer`` (a function of the standardised rows, e.g. a fitted GBT's) replaces the weighted sum
+    as the score; the weights still decide the reasons."""
     scored = standardise_and_blend(features, settings.weights if weights is None else weights, components)
+    if scorer is not None:
+        scored = scorer(scored)
     scored = demote_negative_neighbours(scored, settings.negative_neighbour_threshold,
                                         settings.negative_neighbour_penalty)
     return top_n(scored, settings.top_n, settings.max_per_category, settings.max_engaged)

@@ -68,12 +68,19 @@ def retrieve(user_vectors: DataFrame, item_vectors: DataFrame, k: int, shard_row
     return union.withColumn("_r", F.row_number().over(best)).where(F.col("_r") <= k).drop("_r")
 
 
+def recency(days: Column, half_life_days: float) -> Column:
+    """``2^(-days / half_life_days)``: 1 now, 1/2 one half-life ago."""
+    return F.pow(F.lit(2.0), -days / half_life_days)
+
+
 def decayed_popularity(events: DataFrame, end: dt.datetime, half_life_days: float,
-                       type_weights: Mapping[str, float]) -> DataFrame:
-    """``(item_id, popularity)`` = log(1 + sum of type weight * 2^(-age / half-life))."""
-    tw = lookup({k: float(v) for k, v in type_weights.items()}, F.col(c.EVENT_TYPE))
-    w = F.coalesce(tw, F.lit(1.0)) * F.pow(F.lit(2.0), -age_days(end, F.col(c.EVENT_TS)) / half_life_days)
-    return events.groupBy(c.ITEM_ID).agg(F.log1p(F.sum(w)).alias("popularity"))
+                       type_weights: Mapping[str, float], extra: Mapping[str, float] | None = None) -> DataFrame:
+    """``(item_id, popularity)`` = log(1 + sum of type weight * 2^(-age / half-life)); ``extra``
+    (``{column: half-life}``) adds the same with other half-lives, in the same pass."""
+    tw = F.coalesce(lookup({k: float(v) for k, v in type_weights.items()}, F.col(c.EVENT_TYPE)), F.lit(1.0))
+    age = age_days(end, F.col(c.EVENT_TS))
+    cols = {"popularity": half_life_days, **(extra or {})}
+    return events.groupBy(c.ITEM_ID).agg(*[F.log1p(F.sum(tw * recency(age, h))).alias(name) for name, h in cols.items()])
 
 
 def fired_rules(seqs: DataFrame, rules: DataFrame, recent_items: int) -> DataFrame:
@@ -107,8 +114,8 @@ def engagement(seqs: DataFrame, items: DataFrame, end: dt.datetime,
                   F.col("_e.weight").alias("_w")))
     per_item = (ev.groupBy(c.USER_ID, c.ITEM_ID)
                 .agg(F.max("_ts").alias("_last"), F.min_by("_type", "_p").alias("engaged_type"))
-                .select(c.USER_ID, c.ITEM_ID, F.pow(F.lit(2.0), -age_days(end, F.col("_last")) / half_life_days).alias("engagement"),
-                        "engaged_type"))
+                .select(c.USER_ID, c.ITEM_ID, age_days(end, F.col("_last")).alias("days_since_touch"), "engaged_type")
+                .withColumn("engagement", recency(F.col("days_since_touch"), half_life_days)))
     per_cat = (ev.join(items.select(c.ITEM_ID, c.CATEGORY), c.ITEM_ID)
                .groupBy(c.USER_ID, c.CATEGORY).agg(F.sum("_w").alias("_cw")))
     total = Window.partitionBy(c.USER_ID)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Mapping
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame
@@ -16,9 +16,18 @@ from pyspark.sql import functions as F
 
 from jobs.common.events import day_end
 from jobs.common.settings import RankSettings
-from jobs.ranking.candidates import decayed_popularity, dot, engagement, fired_rules, retrieve, top_popular
+from jobs.ranking.candidates import (decayed_popularity, dot, engagement, fired_rules, recency, retrieve,
+                                     top_popular)
 from jobs.ranking.exclusions import excluded_pairs, negative_reviews
 from schemas import columns as c
+
+HALF_LIFE_COMPONENTS = ("engagement", "popularity")
+
+
+def grid_column(component: str, half_life: float) -> str:
+    """The candidate-feature column of ``component`` computed with ``half_life`` days
+    (``engagement_hl0p5`` for half a day: no dots, which column paths would split)."""
+    return f"{component}_hl{float(half_life):g}".replace(".", "p")
 
 Reader = Callable[[str], DataFrame]
 
@@ -47,12 +56,18 @@ class RankingData:
 
 
 @contextmanager
-def candidate_features(read: Reader, ds: dt.date, s: RankSettings) -> Iterator[RankingData]:
+def candidate_features(read: Reader, ds: dt.date, s: RankSettings,
+                       half_life_grid: Mapping | None = None) -> Iterator[RankingData]:
     """Build the candidate features of ``ds`` from the tables ``read`` returns (a lake's reader).
 
     Candidates: (a) embedding retrieval, (b) fired rules, (c) the users' own sequence items, (d)
     the ``popular_k`` most popular items for everyone; minus the excluded pairs.
+
+    ``half_life_grid`` (``{"engagement": [days ...], "popularity": [days ...]}``) adds the two
+    components computed with each of those half-lives (``engagement_hl<h>``, ``popularity_hl<h>``: :func:`grid_column`), for
+    the learned blend to choose from.
     """
+    grid = {comp: [float(h) for h in (half_life_grid or {}).get(comp) or []] for comp in HALF_LIFE_COMPONENTS}
     end = day_end(ds)
     on_ds = F.col(c.DS) == F.lit(ds)
     items = read("items_clean").select(c.ITEM_ID, c.TITLE, c.CATEGORY)
@@ -66,9 +81,10 @@ def candidate_features(read: Reader, ds: dt.date, s: RankSettings) -> Iterator[R
         retrieved = retrieve(user_vec, item_vec, s.candidates_k, s.broadcast_max_items, s.block_rows)
         rules = fired_rules(seqs, read("item_rules").where(on_ds), s.recent_items)
         pop_events = history.where(F.col(c.EVENT_DATE) > F.lit(ds - dt.timedelta(days=s.popularity_lookback_days)))
-        popularity = decayed_popularity(pop_events, end, s.popularity_half_life_days,
-                                        s.type_weights).persist(StorageLevel.MEMORY_AND_DISK)
-        popular = top_popular(popularity, s.popular_k)
+        popularity = decayed_popularity(pop_events, end, s.popularity_half_life_days, s.type_weights,
+                                        {grid_column("popularity", h): h for h in grid["popularity"]}
+                                        ).persist(StorageLevel.MEMORY_AND_DISK)
+        popular = top_popular(popularity.select(c.ITEM_ID, "popularity"), s.popular_k)
         engaged, category_share = engagement(seqs, items, end, s.engagement_half_life_days)
         candidates = (retrieved.select(c.USER_ID, c.ITEM_ID)
                       .unionByName(rules.select(c.USER_ID, c.ITEM_ID))
@@ -95,6 +111,8 @@ def candidate_features(read: Reader, ds: dt.date, s: RankSettings) -> Iterator[R
                  .join(popularity, c.ITEM_ID, "left")
                  .join(engaged, [c.USER_ID, c.ITEM_ID], "left")
                  .withColumn("engagement", F.coalesce(F.col("engagement"), F.lit(0.0)))
+                 .withColumns({grid_column("engagement", h): F.coalesce(recency(F.col("days_since_touch"), h), F.lit(0.0))
+                               for h in grid["engagement"]})
                  .withColumn("semantic", dot(F.col("_uv"), F.col("_iv")))
                  .withColumn("topic", dot(F.col("_ut"), F.col("_it"))))
         # similarity to negatively reviewed items (their near neighbours are demoted)

@@ -1,0 +1,108 @@
+"""The learned blend against the fixed weights and the baselines, on every sample shape.
+
+    python benchmarks/shapes.py --out DIR [--shapes shop ratings reviews] [--users N ...]
+
+For each shape: a sample (``--users``/``--items`` per shape, the shape's default days), the
+nightly with the local configuration and the shape's suggested settings (what
+``recjobs demo --shape S`` runs), evaluated under leave-last-out and next-day. The evaluation
+learns the product's blend on a hold-out nested in each split's training events, as the
+nightly learns it from its own data, and ranks the same users with the fixed weights
+(``blend_fixed``) and the baselines. Prints Recall@10 / NDCG@10 per shape and protocol, the
+weights the night learned next to the fixed ones, and the seconds each night took.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+MODELS = ("blend", "blend_fixed", "popularity", "cooccurrence", "als")
+SIZES = {"shop": (400, 300), "ratings": (600, 500), "reviews": (1500, 300)}
+
+
+def night(spark, out: Path, shape: str, users: int, items: int, seed: int) -> dict:
+    from conf import CONF_DIR
+    from jobs.common.config import load_config
+    from jobs.nightly import run_nightly
+    from jobs.sample_data import DEFAULT_DAYS, SampleSpec, generate
+
+    spec = SampleSpec(shape=shape, users=users, items=items, days=DEFAULT_DAYS[shape], seed=seed)
+    truth = generate(out / "sample", spec)
+    cfg = load_config([CONF_DIR / "local.yaml", truth["conf"]], [
+        f"lake.root={out / 'lake'}", f"dq.docs_dir={out / 'reports' / 'dq'}", f"report.dir={out / 'reports'}",
+        "eval.protocols=[leave_last_out,next_day]", "eval.ablations=[]",
+        "eval.baselines=[popularity,cooccurrence,als]", "eval.ks=[10]"])
+    t0 = time.monotonic()
+    result = run_nightly(spark, cfg, spec.end_date, force=True, echo=lambda *a, **k: None)
+    if result["exit_code"]:
+        raise SystemExit(f"{shape}: the nightly failed: {result['error']}")
+    return {"cfg": cfg, "ds": spec.end_date, "seconds": time.monotonic() - t0, "result": result}
+
+
+def table(spark, shape: str, run: dict) -> list[str]:
+    from pyspark.sql import functions as F
+
+    from jobs.common import delta_io
+
+    rows = (delta_io.read_table(spark, run["cfg"], "metrics").where(F.col("ds") == F.lit(run["ds"]))
+            .where((F.col("k") == 10) & F.col("metric").isin("recall", "ndcg")).collect())   # a row a metric
+    got = {(r["protocol"], r["model"], r["metric"]): (r["value"], r["users"]) for r in rows}
+    lines = []
+    for protocol in ("leave_last_out", "next_day"):
+        users = next((u for (p, _, _), (_, u) in got.items() if p == protocol), 0)
+        cells = []
+        for model in MODELS:
+            recall, ndcg = got.get((protocol, model, "recall")), got.get((protocol, model, "ndcg"))
+            cells.append(f"{recall[0]:.3f} / {ndcg[0]:.3f}" if recall and ndcg else "-")
+        lines.append(f"| {shape} | {protocol} ({users:,}) | " + " | ".join(cells) + " |")
+    return lines
+
+
+def weights(spark, shape: str, run: dict) -> str:
+    from jobs.common.settings import RankSettings
+
+    blend = run["result"]["results"]["rank_topn"]["blend"]
+    fixed = RankSettings.from_config(run["cfg"]).weights
+    learned = blend.get("weights") or {}
+    parts = [f"{n} {fixed[n]:.2f} -> {learned.get(n, 0.0):.2f}" for n in fixed]
+    return (f"{shape}: {blend['source']} ({blend.get('chosen', 'fixed')}), half-lives {blend.get('half_lives')}; "
+            f"weights fixed -> tonight: " + ", ".join(parts))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", required=True, help="folder for the samples and lakes (one per shape)")
+    parser.add_argument("--shapes", nargs="+", default=list(SIZES), choices=list(SIZES))
+    parser.add_argument("--users", type=int, nargs="*", help="users per shape (in --shapes order)")
+    parser.add_argument("--items", type=int, nargs="*", help="items per shape (in --shapes order)")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args(argv)
+
+    from conf import CONF_DIR
+    from jobs.common.config import load_config
+    from jobs.common.session import get_spark
+
+    spark = get_spark(load_config([CONF_DIR / "local.yaml"]), app_name="recjobs-bench-shapes")
+    runs = {}
+    for i, shape in enumerate(args.shapes):
+        users = args.users[i] if args.users else SIZES[shape][0]
+        items = args.items[i] if args.items else SIZES[shape][1]
+        print(f"{shape}: {users} users, {items} items ...", flush=True)
+        runs[shape] = night(spark, Path(args.out) / shape, shape, users, items, args.seed)
+        print(f"{shape}: nightly in {runs[shape]['seconds']:.0f} s", flush=True)
+    print("\nRecall@10 / NDCG@10")
+    print("| shape | protocol (users) | " + " | ".join(MODELS) + " |")
+    print("| --- | --- | " + " | ".join("---" for _ in MODELS) + " |")
+    for shape, run in runs.items():
+        print("\n".join(table(spark, shape, run)))
+    print()
+    for shape, run in runs.items():
+        print(weights(spark, shape, run))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,231 @@
+"""Hold-out lakes: the features of an earlier cut-off, rebuilt from the events before it alone.
+
+A split of the events (``jobs.evaluation.splits``) gets a lake of its own,
+``<lake>/_holdout/<protocol>``: the training events, the catalogue, the item vectors and, unless
+topics come from reviews, the LDA fit (item text does not depend on events) go there, and the nightly's own stages rebuild every
+event-derived input of the ranker (sequences, user vectors, topic profiles, sentiment, rules), so
+that nothing held out reaches a feature. The learned blend is fitted on one every night, and the
+evaluation measures every model on one; when both split the same events the same way (the
+leave-last-out split of tonight's ``events_clean``), the lake built for the one serves the other
+(``_built.json`` records what a lake was built from). The evaluation's own blend is learned the
+way the nightly would learn it from the split's training events: on the hold-out lake nested in
+the split's lake (``<lake>/_holdout/<protocol>/_holdout/<train_protocol>``).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Iterator, Mapping, Sequence
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from jobs.common import delta_io
+from jobs.common.config import with_values
+from jobs.common.runlog import StageRecord
+from jobs.common.settings import LearnSettings, RankSettings
+from jobs.evaluation.splits import split
+from jobs.ranking import candidate_features
+from jobs.ranking.learn import FittedBlend, fit_blend, label_rows
+from jobs.stages import stage_function
+from schemas import columns as c
+from schemas import tables as t
+
+log = logging.getLogger(__name__)
+
+# The event-derived inputs of the ranker. encode_items is not among them (item text does not
+# depend on events: the vectors are copied), nor keywords (used in explanations only).
+FEATURE_STAGES = ("build_sequences", "encode_users", "fit_topics", "score_sentiment", "mine_rules")
+# Without decay only these change; the rest is copied from the protocol's evaluation lake.
+DECAY_STAGES = ("build_sequences", "encode_users", "fit_topics")
+DECAY_FREE_TABLES = ("topic_models", "item_sentiment", "user_item_sentiment", "item_rules")
+NO_DECAY_DAYS = 1e6
+HOLDOUT = "_holdout"
+BUILT = "_built.json"
+# Settings sections that no feature stage reads (the rest decide what a hold-out lake holds).
+NOT_FEATURES = ("rank", "eval", "report", "dq", "run", "logging", "spark", "lake", "input", "maintain")
+
+
+def holdout_name(protocol: str, suffix: str = "") -> str:
+    """The hold-out lake of a split, relative to the lake it splits."""
+    return f"{HOLDOUT}/{protocol}{suffix}"
+
+
+def events_source(spark: SparkSession, cfg: Mapping) -> str:
+    """What a split of the lake's ``events_clean`` is a split of: the table and its version."""
+    return f"{delta_io.table_path(cfg, 'events_clean')}@v{delta_io.current_version(spark, cfg, 'events_clean')}"
+
+
+def split_source(source: str, protocol: str, ds: dt.date, relevant_types: Sequence[str], **params) -> str:
+    """The identity of a split's training events: what was split, how and for which date."""
+    return json.dumps({"of": source, "protocol": protocol, "ds": ds.isoformat(),
+                       "relevant": sorted(relevant_types), **params}, sort_keys=True)
+
+
+def _build_key(spark: SparkSession, cfg: Mapping, hcfg: Mapping, source: str, fds: dt.date,
+               stages: Sequence[str], copy_from: Mapping | None) -> str:
+    catalogue = {name: delta_io.current_version(spark, cfg, name) for name in ("items_clean", "item_embeddings",
+                                                                             "topic_models")}
+    settings = {k: v for k, v in hcfg.items() if k not in NOT_FEATURES}
+    return hashlib.sha256(json.dumps(
+        {"events": source, "fds": fds.isoformat(), "stages": list(stages), "catalogue": catalogue,
+         "copy_from": delta_io.lake_root(copy_from) if copy_from is not None else None, "settings": settings},
+        sort_keys=True, default=str).encode()).hexdigest()
+
+
+def holdout_cfg(cfg: Mapping, name: str, extra: Mapping | None = None, history_days: int = 0) -> Mapping:
+    """The configuration of the hold-out lake ``<lake>/<name>``; its sequence window covers
+    ``history_days`` (the training events' span) when that is longer than the nightly's, so every
+    user with training history has a profile, as carrying forward gives them nightly."""
+    root = f"{delta_io.lake_root(cfg)}/{name}"
+    lookback = max(int(cfg["sequences"]["lookback_days"]), history_days)
+    values = {"lake.root": root, "sequences.lookback_days": lookback, **(extra or {})}
+    if cfg["topics"]["use_reviews"]:   # review texts are events: refit on this split's training data
+        values["topics.refit_every_days"] = 1
+    return with_values(cfg, values)
+
+
+def history_days(train: DataFrame, fds: dt.date) -> int:
+    """Days from the first training event to ``fds`` (one number from the data)."""
+    first = train.agg(F.min(c.EVENT_DATE)).first()[0]
+    return (fds - first).days + 1 if first else 0
+
+
+def build_features(spark: SparkSession, cfg: Mapping, hcfg: Mapping, train: DataFrame, fds: dt.date,
+                   run_id: str, stages: Sequence[str] = FEATURE_STAGES, copy_from: Mapping | None = None,
+                   source: str | None = None) -> bool:
+    """Write the training events, the catalogue and the item vectors into the hold-out lake and run
+    the event-derived feature stages there for ``fds`` (tables that ``stages`` leave out are copied
+    from the hold-out lake ``copy_from``).
+
+    ``source`` (:func:`split_source`) names what ``train`` is; a lake already built from the same
+    source, catalogue and feature settings is kept as it is. Returns whether it was built.
+    """
+    key = _build_key(spark, cfg, hcfg, source, fds, stages, copy_from) if source is not None else None
+    marker = f"{delta_io.lake_root(hcfg)}/{BUILT}"
+    if key is not None and _built_key(spark, marker) == key:
+        log.info("hold-out lake %s was built from the same split: reused", delta_io.lake_root(hcfg))
+        return False
+    delta_io.delete_path(spark, marker)   # a build cut short leaves no marker
+    delta_io.overwrite(train, hcfg, "events_clean")
+    for name in ("items_clean", "item_embeddings"):
+        delta_io.overwrite(delta_io.read_table(spark, cfg, name), hcfg, name)
+    # the profiles come from the training events alone: no sequence of an earlier hold-out is
+    # carried forward (the window covers the whole training history instead, see holdout_cfg)
+    delta_io.overwrite(spark.createDataFrame([], t.USER_SEQUENCES), hcfg, "user_sequences")
+    if copy_from is None and not hcfg["topics"]["use_reviews"] and "fit_topics" in stages:
+        # item texts do not depend on events: the lake's own LDA fit of a date up to fds serves
+        # (fit_topics reuses it within its cadence instead of fitting the same model again)
+        _copy_models(spark, cfg, hcfg, delta_io.read_table(spark, cfg, "topic_models")
+                     .where(F.col(c.DS) <= F.lit(fds)).orderBy(F.col(c.DS).desc()).limit(1))
+    if copy_from is not None:
+        for name in DECAY_FREE_TABLES:
+            delta_io.overwrite(delta_io.read_table(spark, copy_from, name), hcfg, name)
+        # the models those rows name live in the lake they came from (paths are lake-relative)
+        _copy_models(spark, copy_from, hcfg, delta_io.read_table(spark, hcfg, "topic_models"), write=False)
+    for stage in stages:
+        stage_function(stage)(spark, hcfg, fds, run_id, StageRecord())
+    if key is not None:
+        delta_io.write_text(spark, marker, json.dumps({"key": key, "fds": fds.isoformat(), "run_id": run_id}))
+    return True
+
+
+def _copy_models(spark: SparkSession, source: Mapping, target: Mapping, rows: DataFrame, write: bool = True) -> None:
+    """``topic_models`` rows into the ``target`` lake (when ``write``; none leaves its own as they are)
+    with the model folders they name."""
+    fits = rows.collect()                                                   # a row a fit
+    if write and fits:
+        delta_io.overwrite(spark.createDataFrame(fits, rows.schema), target, "topic_models")
+    for row in fits:
+        delta_io.copy_tree(spark, delta_io.in_lake(source, row["path"]), delta_io.in_lake(target, row["path"]))
+
+
+def _built_key(spark: SparkSession, marker: str) -> str | None:
+    text = delta_io.read_text(spark, marker)
+    try:
+        return json.loads(text)["key"] if text else None
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def no_decay_values(cfg: Mapping) -> dict:
+    """Settings that turn every decay off (half-lives of 10^6 days)."""
+    return {"sequences.half_life_days": {k: NO_DECAY_DAYS for k in cfg["sequences"]["half_life_days"]},
+            "rank.popularity_half_life_days": NO_DECAY_DAYS, "rank.engagement_half_life_days": NO_DECAY_DAYS}
+
+
+@contextmanager
+def ranker_features(spark: SparkSession, cfg: Mapping, hcfg: Mapping, train: DataFrame, users: DataFrame | None,
+                    fds: dt.date, run_id: str, stages: Sequence[str] = FEATURE_STAGES,
+                    copy_from: Mapping | None = None, half_life_grid: Mapping | None = None,
+                    source: str | None = None) -> Iterator[DataFrame]:
+    """Build a hold-out lake's features (see :func:`build_features`) and yield the ranker's
+    candidate features (of ``users`` when given), persisted; the cached frames are released on exit."""
+    build_features(spark, cfg, hcfg, train, fds, run_id, stages, copy_from, source)
+    with candidate_features(delta_io.reader(spark, hcfg), fds, RankSettings.from_config(hcfg),
+                            half_life_grid) as data:
+        feats = data.features if users is None else data.features.join(users, c.USER_ID)
+        feats = feats.persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            yield feats
+        finally:
+            feats.unpersist()
+
+
+@dataclass
+class Learned:
+    """The outcome of fitting the blend on a hold-out: the fit, or why there is none."""
+
+    fitted: FittedBlend | None
+    protocol: str
+    cut_off: dt.date | None
+    labels: int
+    reason: str = ""
+    info: dict = field(default_factory=dict)
+
+
+def learn_from_holdout(spark: SparkSession, cfg: Mapping, events: DataFrame, ds: dt.date, run_id: str,
+                       relevant_types: Sequence[str], source: str | None = None) -> Learned:
+    """Fit the blend on the hold-out ``events`` provide for ds: split them by
+    ``rank.train_protocol`` (leave-last-out: each user's last relevant event; next-day: ds's
+    events), rebuild the features of the cut-off in ``<lake>/_holdout/<protocol>`` from the events
+    before it, label the candidates with what the users did after it and fit (``jobs.ranking.learn``).
+    ``source`` names what ``events`` are (:func:`events_source`, :func:`split_source`), so that a
+    hold-out lake built from the same split is used as it is.
+
+    Returns a :class:`Learned` without a fit when the hold-out has fewer than ``rank.min_labels``
+    labelled users.
+    """
+    ls = LearnSettings.from_config(cfg)
+    rs = RankSettings.from_config(cfg)
+    train, held, fds = split(events, ls.train_protocol, ds, relevant_types)
+    train = train.persist(StorageLevel.MEMORY_AND_DISK)
+    held = held.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        labels = held.select(c.USER_ID).distinct().count()
+        if labels < ls.min_labels:
+            return Learned(None, ls.train_protocol, fds, labels,
+                           f"{labels} users with a held-out event, fewer than rank.min_labels = {ls.min_labels}")
+        hcfg = holdout_cfg(cfg, holdout_name(ls.train_protocol), {}, history_days(train, fds))
+        split_of = split_source(source, ls.train_protocol, ds, relevant_types) if source is not None else None
+        fixed_half_lives = {"engagement": rs.engagement_half_life_days, "popularity": rs.popularity_half_life_days}
+        grid = {k: sorted({*map(float, ls.half_life_grid.get(k) or []), fixed_half_lives[k]}) for k in fixed_half_lives}
+        with ranker_features(spark, cfg, hcfg, train, None, fds, run_id, half_life_grid=grid,
+                             source=split_of) as feats:
+            rows = label_rows(feats, held)
+            covered = rows.where("label = 1").select(c.USER_ID).distinct().count()
+            if covered < ls.min_labels:
+                return Learned(None, ls.train_protocol, fds, covered,
+                               f"{covered} users whose held-out item is among their candidates, fewer than "
+                               f"rank.min_labels = {ls.min_labels}")
+            fitted = fit_blend(rows, held, rs.weights, grid, fixed_half_lives, ls.learner,
+                               ls.negatives_per_user, ls.validation_share, ls.reg_param, ls.seed)
+        return Learned(fitted, ls.train_protocol, fds, covered, info={"held_out_users": labels})
+    finally:
+        train.unpersist()
+        held.unpersist()
