@@ -190,7 +190,8 @@ def fit_blend(rows: DataFrame, held: DataFrame, fixed_weights: Mapping[str, floa
                     "best_single_ndcg": results[best_single], "fixed_ndcg": results["fixed"],
                     "seconds": round(time.monotonic() - t0, 1)})
     log.info("learned blend: chose %s (validation NDCG@10 %.4f; learned %.4f, fixed %.4f, best single %s %.4f)",
-             chosen, results[chosen], results["learned"], results["fixed"], best_single, results[best_single])
+             chosen, results[chosen], results["learned"], results["fixed"], best_single.split(":", 1)[1],
+             results[best_single])
     return FittedBlend(weights, half_lives, chosen, learner, metrics, model)
 
 
