@@ -1,6 +1,6 @@
 """The learned blend against the fixed weights and the baselines, on every sample shape.
 
-    python benchmarks/shapes.py --out DIR [--shapes shop ratings reviews] [--users N ...]
+    .venv/bin/python benchmarks/shapes.py --out DIR [--shapes shop ratings reviews] [--users N ...] [--items M ...]
 
 For each shape: a sample (``--users``/``--items`` per shape, the shape's default days), the
 nightly with the local configuration and the shape's suggested settings (what
