@@ -95,10 +95,10 @@ def evaluate_protocol(spark: SparkSession, cfg: Mapping, ds: dt.date, protocol: 
         build_features(spark, cfg, ecfg, train, fds, run_id, source=source)
         blend = evaluation_blend(spark, ecfg, train, fds, run_id, protocol, ev.relevant_types, source)
         rs = RankSettings.from_config(ecfg)
-        fixed_half_lives = {"engagement": rs.engagement_half_life_days, "popularity": rs.popularity_half_life_days}
+        fixed_half_lives = rs.half_lives
         half_lives = {**fixed_half_lives, **blend["half_lives"]}
         grid = {k: sorted({fixed_half_lives[k], half_lives[k]}) for k in fixed_half_lives}
-        with ranker_features(spark, cfg, ecfg, train, users, fds, run_id, half_life_grid=grid, source=source) as feats:
+        with ranker_features(spark, cfg, ecfg, train, users, fds, run_id, half_life_grid=grid, build=False) as feats:
             product = use_half_lives(feats, half_lives)
             models: dict[str, DataFrame] = {
                 PRODUCT: blend_rank(product, rs, blend["weights"], scorer=blend.get("scorer")),

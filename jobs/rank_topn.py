@@ -41,6 +41,16 @@ log = logging.getLogger(__name__)
 STAGE = "rank_topn"
 
 
+# What a blend taken from a ranker_models row carries (a fit of tonight adds its validation figures).
+FIT_KEYS = ("chosen", "learner", "path")
+SCORE_KEYS = ("validation_ndcg", "fixed_ndcg", "best_single", "best_single_ndcg")
+
+
+def _from_fit(fit, source: str, keys=FIT_KEYS, **extra) -> dict:
+    return {"source": source, "weights": dict(fit["weights"]), "half_lives": dict(fit["half_lives"]),
+            "model_ds": fit[c.DS].isoformat(), **{k: fit[k] for k in keys}, **extra}
+
+
 def blend_for(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str) -> dict:
     """The weights (and half-lives) to rank ds with, and where they come from.
 
@@ -52,31 +62,22 @@ def blend_for(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str) -> di
     fixed = RankSettings.from_config(cfg).weights
     if ls.model == "fixed":
         return {"source": "fixed", "weights": fixed, "half_lives": {}, "model_ds": None}
-    latest = store.newest(spark, cfg, ds)
+    earlier = store.newest(spark, cfg, ds)
     # an earlier night's fit within the cadence serves; a re-run of a date fits again (same data,
     # same seeds: the same model)
-    if latest is not None and (ds - latest[c.DS]).days < ls.refit_every_days:
-        return {"source": "reused", "weights": dict(latest["weights"]), "half_lives": dict(latest["half_lives"]),
-                "model_ds": latest[c.DS].isoformat(), "chosen": latest["chosen"], "learner": latest["learner"],
-                "path": latest["path"]}
+    if earlier is not None and (ds - earlier[c.DS]).days < ls.refit_every_days:
+        return _from_fit(earlier, "reused")
     t0 = time.monotonic()
     events = delta_io.read_table(spark, cfg, "events_clean")
     learned = learn_from_holdout(spark, cfg, events, ds, run_id, EvalSettings.from_config(cfg).relevant_types,
                                  events_source(spark, cfg))
     if learned.fitted is not None:
         row = store.record(spark, cfg, ds, learned, run_id, time.monotonic() - t0)
-        return {"source": "learned", "weights": row["weights"], "half_lives": row["half_lives"],
-                "model_ds": ds.isoformat(), "chosen": row["chosen"], "labels": learned.labels,
-                "learner": row["learner"], "path": row["path"],
-                "validation_ndcg": row["validation_ndcg"], "fixed_ndcg": row["fixed_ndcg"],
-                "best_single": row["best_single"], "best_single_ndcg": row["best_single_ndcg"]}
-    earlier = store.newest(spark, cfg, ds)
+        return _from_fit(row, "learned", FIT_KEYS + SCORE_KEYS, labels=learned.labels)
     log.warning("no blend learned for %s: %s; falling back to %s", ds, learned.reason,
                 "the fit of " + earlier[c.DS].isoformat() if earlier is not None else "the fixed weights")
     if earlier is not None:
-        return {"source": "fallback_last", "weights": dict(earlier["weights"]), "half_lives": dict(earlier["half_lives"]),
-                "model_ds": earlier[c.DS].isoformat(), "chosen": earlier["chosen"], "why": learned.reason,
-                "learner": earlier["learner"], "path": earlier["path"]}
+        return _from_fit(earlier, "fallback_last", why=learned.reason)
     return {"source": "fallback_fixed", "weights": fixed, "half_lives": {}, "model_ds": None, "why": learned.reason}
 
 

@@ -224,36 +224,35 @@ def current_version(spark: SparkSession, cfg: Mapping, name: str) -> int:
     return int(DeltaTable.forPath(spark, path).history(1).first()["version"])
 
 
+def hadoop_path(spark: SparkSession, path: str):
+    """``(file system, Path)`` of ``path`` through Hadoop (a local folder, s3a://, abfss://, ...)."""
+    target = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(path)
+    return target.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), target
+
+
 def copy_tree(spark: SparkSession, source: str, target: str) -> None:
     """Copy a folder (a saved model) through Hadoop's file system, replacing ``target``."""
-    jvm = spark.sparkContext._jvm
-    conf = spark.sparkContext._jsc.hadoopConfiguration()
-    src, dst = jvm.org.apache.hadoop.fs.Path(source), jvm.org.apache.hadoop.fs.Path(target)
-    src_fs, dst_fs = src.getFileSystem(conf), dst.getFileSystem(conf)
-    if dst_fs.exists(dst):
-        dst_fs.delete(dst, True)
-    jvm.org.apache.hadoop.fs.FileUtil.copy(src_fs, src, dst_fs, dst, False, conf)
+    (src_fs, src), (dst_fs, dst) = hadoop_path(spark, source), hadoop_path(spark, target)
+    delete_path(spark, target)
+    spark.sparkContext._jvm.org.apache.hadoop.fs.FileUtil.copy(
+        src_fs, src, dst_fs, dst, False, spark.sparkContext._jsc.hadoopConfiguration())
 
 
 def read_text(spark: SparkSession, path: str) -> str | None:
     """A small text file written by :func:`write_text`, or None when there is none."""
-    jvm = spark.sparkContext._jvm
-    source = jvm.org.apache.hadoop.fs.Path(path)
-    fs = source.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    fs, source = hadoop_path(spark, path)
     if not fs.exists(source):
         return None
     stream = fs.open(source)
     try:
-        return jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")
+        return spark.sparkContext._jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")
     finally:
         stream.close()
 
 
 def delete_path(spark: SparkSession, path: str) -> None:
     """Remove a file or folder through Hadoop's file system (nothing when it is not there)."""
-    jvm = spark.sparkContext._jvm
-    target = jvm.org.apache.hadoop.fs.Path(path)
-    fs = target.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    fs, target = hadoop_path(spark, path)
     if fs.exists(target):
         fs.delete(target, True)
 
@@ -261,9 +260,7 @@ def delete_path(spark: SparkSession, path: str) -> None:
 def write_text(spark: SparkSession, path: str, text: str) -> None:
     """Write a small text file (a report, a JSON result) through Hadoop's file system, so that
     it lands next to the tables wherever the lake lives (local folder, s3a://, abfss://)."""
-    jvm = spark.sparkContext._jvm
-    target = jvm.org.apache.hadoop.fs.Path(path)
-    fs = target.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    fs, target = hadoop_path(spark, path)
     out = fs.create(target, True)
     try:
         out.write(bytearray(text.encode("utf-8")))

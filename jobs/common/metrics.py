@@ -16,7 +16,7 @@ are not evaluated.
 """
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -28,12 +28,18 @@ BEYOND_ACCURACY = ("coverage", "diversity", "novelty")
 ALL_METRICS = ACCURACY + BEYOND_ACCURACY
 
 
-def ranked_lists(recs: DataFrame, rank_col: str = "rank") -> DataFrame:
-    """(user_id, pred: items in rank order) from one row per (user, item, rank)."""
-    return (recs.groupBy(c.USER_ID)
+def ranked_lists(recs: DataFrame, rank_col: str = "rank", keys: Sequence[str] = (c.USER_ID,)) -> DataFrame:
+    """(``keys``, pred: items in rank order) from one row per (keys, item, rank); ``keys`` is the
+    user, or the user and a model when several rankings are scored at once."""
+    return (recs.groupBy(*keys)
             .agg(F.sort_array(F.collect_list(F.struct(F.col(rank_col).alias("r"), F.col(c.ITEM_ID).alias("i"))))
                  .alias("_l"))
-            .select(c.USER_ID, F.transform("_l", lambda x: x["i"]).alias("pred")))
+            .select(*keys, F.transform("_l", lambda x: x["i"]).alias("pred")))
+
+
+def relevant_sets(truth: DataFrame) -> DataFrame:
+    """(user_id, rel: the user's relevant items) from (user_id, item_id) rows."""
+    return truth.select(c.USER_ID, c.ITEM_ID).distinct().groupBy(c.USER_ID).agg(F.collect_list(c.ITEM_ID).alias("rel"))
 
 
 def _sum(arr: Column) -> Column:
@@ -64,8 +70,7 @@ def accuracy(recs: DataFrame, truth: DataFrame, ks: Iterable[int]) -> dict[tuple
 
     ``recs``: (user_id, item_id, rank). Returns {(metric, k): value} plus ("users", 0).
     """
-    rel = truth.select(c.USER_ID, c.ITEM_ID).distinct().groupBy(c.USER_ID).agg(F.collect_list(c.ITEM_ID).alias("rel"))
-    joined = (rel.join(ranked_lists(recs), c.USER_ID, "left")
+    joined = (relevant_sets(truth).join(ranked_lists(recs), c.USER_ID, "left")
               .withColumn("pred", F.coalesce("pred", F.array().cast("array<string>"))))
     exprs = [F.count("*").alias("users")]
     for k in ks:

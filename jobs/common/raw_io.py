@@ -30,6 +30,7 @@ from pyspark.sql.types import (DataType, DecimalType, DoubleType, FloatType, Int
                                ShortType, StringType, StructField, StructType, TimestampNTZType, TimestampType,
                                ByteType, VariantType)
 
+from jobs.common.delta_io import hadoop_path
 from jobs.common.errors import InputError
 from schemas import columns as c
 from schemas.columns import CORRUPT
@@ -153,9 +154,7 @@ def _read_jsonl(spark: SparkSession, path: str, schema: StructType) -> DataFrame
 def _files(spark: SparkSession, path: str, suffix: str) -> list[str]:
     """The data files under ``path`` (a file or a folder, recursively), through Hadoop's file system
     (any URI), skipping hidden and ``_``-prefixed ones as Spark does. At most a listing: no data is read."""
-    jvm = spark.sparkContext._jvm
-    root = jvm.org.apache.hadoop.fs.Path(path)
-    fs = root.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    fs, root = hadoop_path(spark, path)
     if not fs.exists(root):
         return []
     found = fs.listFiles(root, True)
@@ -169,8 +168,8 @@ def _files(spark: SparkSession, path: str, suffix: str) -> list[str]:
 
 def _first_line(spark: SparkSession, file: str) -> str:
     jvm = spark.sparkContext._jvm
-    p = jvm.org.apache.hadoop.fs.Path(file)
-    stream = p.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).open(p)
+    fs, p = hadoop_path(spark, file)
+    stream = fs.open(p)
     try:
         reader = jvm.java.io.BufferedReader(jvm.java.io.InputStreamReader(stream, "UTF-8"))
         return reader.readLine() or ""

@@ -179,6 +179,11 @@ class RankSettings(Settings):
         """The fixed blend: the component table's default weights with ``rank.weights`` over them."""
         return {**components.default_weights(), **{k: float(v) for k, v in self.configured_weights.items()}}
 
+    @property
+    def half_lives(self) -> dict[str, float]:
+        """The fixed blend's half-lives of the components that decay (what the learned blend chooses among)."""
+        return {"engagement": self.engagement_half_life_days, "popularity": self.popularity_half_life_days}
+
 
 PROTOCOLS = ("leave_last_out", "next_day", "random_split")
 BASELINES = ("popularity", "cooccurrence", "als")

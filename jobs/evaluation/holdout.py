@@ -163,10 +163,12 @@ def no_decay_values(cfg: Mapping) -> dict:
 def ranker_features(spark: SparkSession, cfg: Mapping, hcfg: Mapping, train: DataFrame, users: DataFrame | None,
                     fds: dt.date, run_id: str, stages: Sequence[str] = FEATURE_STAGES,
                     copy_from: Mapping | None = None, half_life_grid: Mapping | None = None,
-                    source: str | None = None) -> Iterator[DataFrame]:
-    """Build a hold-out lake's features (see :func:`build_features`) and yield the ranker's
-    candidate features (of ``users`` when given), persisted; the cached frames are released on exit."""
-    build_features(spark, cfg, hcfg, train, fds, run_id, stages, copy_from, source)
+                    source: str | None = None, build: bool = True) -> Iterator[DataFrame]:
+    """Build a hold-out lake's features (see :func:`build_features`; ``build=False``: the caller
+    just did) and yield the ranker's candidate features (of ``users`` when given), persisted; the
+    cached frames are released on exit."""
+    if build:
+        build_features(spark, cfg, hcfg, train, fds, run_id, stages, copy_from, source)
     with candidate_features(delta_io.reader(spark, hcfg), fds, RankSettings.from_config(hcfg),
                             half_life_grid) as data:
         feats = data.features if users is None else data.features.join(users, c.USER_ID)
@@ -213,7 +215,7 @@ def learn_from_holdout(spark: SparkSession, cfg: Mapping, events: DataFrame, ds:
                            f"{labels} users with a held-out event, fewer than rank.min_labels = {ls.min_labels}")
         hcfg = holdout_cfg(cfg, holdout_name(ls.train_protocol), {}, history_days(train, fds))
         split_of = split_source(source, ls.train_protocol, ds, relevant_types) if source is not None else None
-        fixed_half_lives = {"engagement": rs.engagement_half_life_days, "popularity": rs.popularity_half_life_days}
+        fixed_half_lives = rs.half_lives
         grid = {k: sorted({*map(float, ls.half_life_grid.get(k) or []), fixed_half_lives[k]}) for k in fixed_half_lives}
         with ranker_features(spark, cfg, hcfg, train, None, fds, run_id, half_life_grid=grid,
                              source=split_of) as feats:
