@@ -4,10 +4,13 @@
 
 For each shape: a sample (``--users``/``--items`` per shape, the shape's default days), the
 nightly with the local configuration and the shape's suggested settings (what
-``recjobs demo --shape S`` runs), evaluated under leave-last-out and next-day. The evaluation
+``recjobs demo --shape S`` runs), evaluated under leave-last-out (``--protocols`` adds next-day). The evaluation
 learns the product's blend on a hold-out nested in each split's training events, as the
 nightly learns it from its own data, and ranks the same users with the fixed weights
-(``blend_fixed``) and the baselines. Prints Recall@10 / NDCG@10 per shape and protocol, the
+(``blend_fixed``), without the sequence model (``blend_no_sequence``), the sequence model alone
+(``seqrec``) and trained without text (``seqrec_no_text``), and the baselines (EASE, popularity,
+co-occurrence, ALS). Prints Recall@10 / NDCG@10 per shape and protocol (and on held-out items with fewer than
+five training events), the
 weights the night learned next to the fixed ones, and the seconds each night took.
 """
 from __future__ import annotations
@@ -19,11 +22,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-MODELS = ("blend", "blend_fixed", "popularity", "cooccurrence", "als")
+MODELS = ("blend", "blend_no_sequence", "blend_fixed", "seqrec", "seqrec_no_text", "ease", "popularity",
+          "cooccurrence", "als")
+RARE = ("seqrec", "seqrec_no_text", "blend", "ease")
 SIZES = {"shop": (400, 300), "ratings": (600, 500), "reviews": (1500, 300)}
 
 
-def night(spark, out: Path, shape: str, users: int, items: int, seed: int) -> dict:
+def night(spark, out: Path, shape: str, users: int, items: int, seed: int, protocols: list[str]) -> dict:
     from conf import CONF_DIR
     from jobs.common.config import load_config
     from jobs.nightly import run_nightly
@@ -33,8 +38,8 @@ def night(spark, out: Path, shape: str, users: int, items: int, seed: int) -> di
     truth = generate(out / "sample", spec)
     cfg = load_config([CONF_DIR / "local.yaml", truth["conf"]], [
         f"lake.root={out / 'lake'}", f"dq.docs_dir={out / 'reports' / 'dq'}", f"report.dir={out / 'reports'}",
-        "eval.protocols=[leave_last_out,next_day]", "eval.ablations=[]",
-        "eval.baselines=[popularity,cooccurrence,als]", "eval.ks=[10]"])
+        f"eval.protocols=[{','.join(protocols)}]", "eval.ablations=[no_sequence]",
+        "eval.baselines=[popularity,cooccurrence,als,ease,seqrec,seqrec_no_text]", "eval.ks=[10]"])
     t0 = time.monotonic()
     result = run_nightly(spark, cfg, spec.end_date, force=True, echo=lambda *a, **k: None)
     if result["exit_code"]:
@@ -42,22 +47,28 @@ def night(spark, out: Path, shape: str, users: int, items: int, seed: int) -> di
     return {"cfg": cfg, "ds": spec.end_date, "seconds": time.monotonic() - t0, "result": result}
 
 
-def table(spark, shape: str, run: dict) -> list[str]:
+def table(spark, shape: str, run: dict, protocols: list[str]) -> list[str]:
     from pyspark.sql import functions as F
 
     from jobs.common import delta_io
 
     rows = (delta_io.read_table(spark, run["cfg"], "metrics").where(F.col("ds") == F.lit(run["ds"]))
-            .where((F.col("k") == 10) & F.col("metric").isin("recall", "ndcg")).collect())   # a row a metric
+            .where((F.col("k") == 10) & F.col("metric").isin("recall", "ndcg", "recall_rare", "ndcg_rare"))
+            .collect())   # a row a metric
     got = {(r["protocol"], r["model"], r["metric"]): (r["value"], r["users"]) for r in rows}
     lines = []
-    for protocol in ("leave_last_out", "next_day"):
+    for protocol in protocols:
         users = next((u for (p, _, _), (_, u) in got.items() if p == protocol), 0)
         cells = []
         for model in MODELS:
             recall, ndcg = got.get((protocol, model, "recall")), got.get((protocol, model, "ndcg"))
             cells.append(f"{recall[0]:.3f} / {ndcg[0]:.3f}" if recall and ndcg else "-")
         lines.append(f"| {shape} | {protocol} ({users:,}) | " + " | ".join(cells) + " |")
+        rare = []
+        for model in RARE:
+            recall, ndcg = got.get((protocol, model, "recall_rare")), got.get((protocol, model, "ndcg_rare"))
+            rare.append(f"{model} {recall[0]:.3f} / {ndcg[0]:.3f}" if recall and ndcg else f"{model} -")
+        lines.append(f"|   | held-out items with fewer than 5 training events: {'; '.join(rare)} |")
     return lines
 
 
@@ -79,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, nargs="*", help="users per shape (in --shapes order)")
     parser.add_argument("--items", type=int, nargs="*", help="items per shape (in --shapes order)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--protocols", nargs="+", default=["leave_last_out"], choices=["leave_last_out", "next_day"])
     args = parser.parse_args(argv)
 
     from conf import CONF_DIR
@@ -91,13 +103,13 @@ def main(argv: list[str] | None = None) -> int:
         users = args.users[i] if args.users else SIZES[shape][0]
         items = args.items[i] if args.items else SIZES[shape][1]
         print(f"{shape}: {users} users, {items} items ...", flush=True)
-        runs[shape] = night(spark, Path(args.out) / shape, shape, users, items, args.seed)
+        runs[shape] = night(spark, Path(args.out) / shape, shape, users, items, args.seed, args.protocols)
         print(f"{shape}: nightly in {runs[shape]['seconds']:.0f} s", flush=True)
     print("\nRecall@10 / NDCG@10")
     print("| shape | protocol (users) | " + " | ".join(MODELS) + " |")
     print("| --- | --- | " + " | ".join("---" for _ in MODELS) + " |")
     for shape, run in runs.items():
-        print("\n".join(table(spark, shape, run)))
+        print("\n".join(table(spark, shape, run, args.protocols)))
     print()
     for shape, run in runs.items():
         print(weights(spark, shape, run))

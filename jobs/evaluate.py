@@ -12,7 +12,9 @@ event-derived feature there with the same stage code as the nightly (sequences, 
 topics, sentiment, rules, popularity), so that nothing held out leaks into training, and ranks
 with the blend (``jobs/ranking``), its ablations (one per component of the component table that
 has one, and ``no_decay``), the fixed blend (``blend_fixed``) and the baselines (decayed popularity, item co-occurrence, MLlib ALS
-with implicit feedback) for the same users. Metrics (``jobs/common/metrics.py``) go to the
+with implicit feedback, EASE, the sequence model alone and the sequence model trained without
+the language-model input, ``seqrec_no_text``) for the same users. ``recall_rare`` and
+``ndcg_rare`` score the held-out items with fewer than ``eval.rare_item_events`` training events. Metrics (``jobs/common/metrics.py``) go to the
 ``metrics`` table, one ``replaceWhere ds = D AND protocol = P`` commit per protocol.
 """
 from __future__ import annotations
@@ -25,13 +27,15 @@ from typing import Mapping
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from jobs.common import delta_io
 from jobs.common.metrics import accuracy, beyond_accuracy
 from jobs.common.runlog import StageRecord
 from jobs.common.settings import EvalSettings, LearnSettings, RankSettings
 from jobs.evaluation import PRODUCT, split
-from jobs.evaluation.baselines import als_baseline, cooccurrence_baseline, popularity_baseline
+from jobs.evaluation.baselines import (als_baseline, cooccurrence_baseline, ease_baseline, popularity_baseline,
+                                      vector_baseline)
 from jobs.evaluation.holdout import (DECAY_STAGES, build_features, events_source, history_days, holdout_cfg, holdout_name,
                                      learn_from_holdout, no_decay_values, ranker_features, split_source)
 from jobs.ranking import blend_rank, excluded_pairs
@@ -84,8 +88,12 @@ def evaluate_protocol(spark: SparkSession, cfg: Mapping, ds: dt.date, protocol: 
         catalogue = delta_io.read_table(spark, cfg, "items_clean").count()
         vectors = delta_io.read_table(spark, cfg, "item_embeddings").select(c.ITEM_ID, "embedding")
 
+        counts = train.groupBy(c.ITEM_ID).count()
+        rare = (test.join(counts, c.ITEM_ID, "left").where(F.coalesce(F.col("count"), F.lit(0)) < ev.rare_item_events)
+                .drop("count"))
+
         def score(models: Mapping[str, DataFrame]) -> list[tuple]:
-            return _score_models(ds, protocol, run_id, models, test, train, ks, catalogue, vectors)
+            return _score_models(ds, protocol, run_id, models, test, train, ks, catalogue, vectors, rare)
 
         ecfg = holdout_cfg(cfg, holdout_name(protocol), {"rank.top_n": kmax}, span)
         # the split's training events, named so that the nightly's hold-out lake of the same split serves
@@ -118,7 +126,23 @@ def evaluate_protocol(spark: SparkSession, cfg: Mapping, ds: dt.date, protocol: 
                                                                ev.cooccurrence_recent_items, ev.cooccurrence_max_basket)
             if "als" in ev.baselines:
                 models["als"] = als_baseline(train, users, excluded, kmax, ev.type_weights, ev.als)
+            if "ease" in ev.baselines:
+                ease = ease_baseline(train, users, excluded, kmax, ev.ease_reg, ev.ease_max_items)
+                if ease is None:
+                    log.warning("evaluate %s: EASE skipped: more than eval.ease_max_items = %d items", protocol,
+                                ev.ease_max_items)
+                else:
+                    models["ease"] = ease
+            if "seqrec" in ev.baselines:
+                models["seqrec"] = _sequence_alone(read, users, excluded, fds, kmax, rs)
             rows = score(models)
+        if "seqrec_no_text" in ev.baselines:
+            # the same training with ID embeddings only, in a lake of its own (sequences rebuilt there)
+            tcfg = holdout_cfg(cfg, holdout_name(protocol, "-no_text"),
+                               {"rank.top_n": kmax, "seqrec.use_text": False, "seqrec.id_embeddings": True}, span)
+            build_features(spark, cfg, tcfg, train, fds, run_id, ("build_sequences", "train_seqrec"), copy_from=ecfg)
+            rows += score({"seqrec_no_text": _sequence_alone(delta_io.reader(spark, tcfg), users, excluded, fds,
+                                                             kmax, rs)})
         if "no_decay" in ev.ablations:
             ncfg = holdout_cfg(cfg, holdout_name(protocol, "-no_decay"), {"rank.top_n": kmax, **no_decay_values(cfg)}, span)
             with ranker_features(spark, cfg, ncfg, train, users, fds, run_id, DECAY_STAGES, copy_from=ecfg) as feats:
@@ -130,8 +154,18 @@ def evaluate_protocol(spark: SparkSession, cfg: Mapping, ds: dt.date, protocol: 
         test.unpersist()
 
 
+def _sequence_alone(read, users: DataFrame, excluded: DataFrame, fds: dt.date, k: int, rs: RankSettings) -> DataFrame:
+    """The sequence model of a lake ranking on its own (its top-K minus the exclusions)."""
+    on = F.col(c.DS) == F.lit(fds)
+    return vector_baseline(read("sequence_user_vectors").where(on), read("sequence_item_vectors").where(on)
+                           .select(c.ITEM_ID, "embedding"), users, excluded, k, rs.broadcast_max_items, rs.block_rows)
+
+
 def _score_models(ds: dt.date, protocol: str, run_id: str, models: Mapping[str, DataFrame], test: DataFrame,
-                  train: DataFrame, ks: list[int], catalogue: int, vectors: DataFrame) -> list[tuple]:
+                  train: DataFrame, ks: list[int], catalogue: int, vectors: DataFrame,
+                  rare: DataFrame) -> list[tuple]:
+    """The metrics rows of each model; ``recall_rare``/``ndcg_rare`` are over the held-out items of
+    ``rare`` (those with few training events)."""
     rows = []
     for model, recs in models.items():
         t0 = time.monotonic()
@@ -139,6 +173,9 @@ def _score_models(ds: dt.date, protocol: str, run_id: str, models: Mapping[str, 
         acc = accuracy(recs, test, ks)
         users = int(acc.pop(("users", 0)))
         values = dict(acc)
+        on_rare = accuracy(recs, rare, ks)
+        if on_rare[("users", 0)]:          # no rare held-out item: no rare metrics (not zeros)
+            values.update({(f"{m}_rare", k): v for (m, k), v in on_rare.items() if m in ("recall", "ndcg")})
         values.update(beyond_accuracy(recs, vectors, train, catalogue, ks))
         recs.unpersist()
         rows += [(ds, protocol, model, metric, k, float(v), users, run_id) for (metric, k), v in sorted(values.items())]

@@ -182,6 +182,7 @@ def build_report(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, st
     stages = stage_rows(spark, cfg, ds, run_id, skipped)
     clean = next((s["details"] for s in stages if s["stage"] == "clean"), {})
     ranked = next((s["details"] for s in stages if s["stage"] == "rank_topn"), {})
+    sequence = next((s["details"] for s in stages if s["stage"] == "train_seqrec"), None)
     published = any(s["stage"] == "publish" and s["status"] == "succeeded" for s in stages)
     table = "recommendations" if published else "recommendations_staging"
     return {
@@ -193,6 +194,7 @@ def build_report(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, st
         "bots": clean.get("bots"),
         "dq": dq_summary(spark, cfg, ds),
         "recommendations": recommendation_stats(spark, cfg, ds, table),
+        "sequence_model": sequence,
         "blend": blend_summary(spark, cfg, ds, ranked.get("blend"), table),
         "evaluation": evaluation(spark, cfg, ds),
     }
@@ -333,6 +335,21 @@ def render_html(report: dict) -> str:
                  + "</p><div class='plots'>"
                  + "".join(f"<img alt='{k}' src='data:image/png;base64,{v}'>" for k, v in plots(report).items())
                  + "</div>")
+    sm = report.get("sequence_model")
+    if sm:
+        if sm.get("trained"):
+            ndcg = "n/a" if sm.get("validation_ndcg") is None else f"{sm['validation_ndcg']:.4f}"
+            recall = "n/a" if sm.get("validation_recall") is None else f"{sm['validation_recall']:.4f}"
+            epochs = [[h["epoch"], h["loss"], f"{h['val_ndcg']:.4f}" if "val_ndcg" in h else ""]
+                      for h in sm.get("history") or []]
+            parts.append(f"<h2>Sequence model: {html.escape(sm['mode'])} training</h2><p>{sm['epochs']} epochs (best "
+                         f"{sm['best_epoch']}), validation NDCG@10 {ndcg}, Recall@10 {recall} on "
+                         f"{sm['validation_users']} users; {sm['parameters']} parameters, {sm['items']} items, "
+                         f"{sm['training_positions']} training targets, {sm['processes']} process(es) on "
+                         f"{html.escape(sm['device'])}, {sm['seconds']:.1f} s; {sm['users_scored']} users scored.</p>"
+                         + _table(["epoch", "loss", "validation NDCG@10"], epochs))
+        else:
+            parts.append(f"<h2>Sequence model: none tonight</h2><p>{html.escape(str(sm.get('why', 'seqrec.enabled is false')))}</p>")
     b = report.get("blend")
     if b:
         source = {"learned": "learned tonight", "reused": "reused", "fallback_last": "fallback to the newest earlier fit",

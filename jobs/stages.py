@@ -10,6 +10,7 @@ STAGES: dict[str, str] = {
     "build_sequences": "jobs.build_sequences:run",
     "encode_items": "jobs.encode_items:run",
     "encode_users": "jobs.encode_users:run",
+    "train_seqrec": "jobs.train_seqrec:run",
     "fit_topics": "jobs.fit_topics:run",
     "score_sentiment": "jobs.score_sentiment:run",
     "keywords": "jobs.user_keywords:run",

@@ -13,7 +13,8 @@ its blend input is ``transform(raw)``, standardised over all candidates; its rea
 
 The default weights are the fixed blend, the fallback when no weights are learned from the data.
 They were chosen by next-day Recall@10 on generated samples (seeds 7 and 13, 150 users, 9 days):
-the best worst case among the mixes that keep the language model (semantic > 0).
+the best worst case among the mixes that keep the language model (semantic > 0). ``sequence``
+came later and was not tuned: it enters the fixed blend with popularity's weight.
 """
 from __future__ import annotations
 
@@ -75,6 +76,8 @@ class Component:
 COMPONENTS: tuple[Component, ...] = (
     Component("semantic", "cosine of user and item vectors", 0.2,
               "similar to {anchor_title} you {anchor_verb}", "no_lm"),
+    Component("sequence", "the sequence model's score: user vector x item output vector", 1.0,
+              "because you {seq_verb} {seq_title}", "no_sequence"),
     Component("topic", "dot product of topic distributions", 0.5,
               "matches your interest in {user_terms}", "no_topics", log_affinity),
     Component("sentiment", "item's smoothed review sentiment", 0.2,

@@ -143,6 +143,18 @@ def _vector_checks(ctx: SuiteContext, key: str) -> list[Check]:
     return checks
 
 
+def _with_model_vector_checks(df: DataFrame, ctx: SuiteContext) -> DataFrame:
+    finite = F.forall("embedding", lambda x: ~F.isnan(x) & (F.abs(x) < F.lit(float("inf"))))
+    return (df.withColumn("_length_matches_dim", F.size("embedding") == F.col("dim"))
+            .withColumn("_finite", F.coalesce(finite, F.lit(False))))
+
+
+def _model_vector_checks(key: str) -> list[Check]:
+    """A trained model's vectors: not unit length (scores are inner products), but whole and finite."""
+    return [not_null(key), unique(key), true("_length_matches_dim", "embedding length equals the dim column"),
+            true("_finite", "every embedding value is finite")]
+
+
 def _distribution_checks(ctx: SuiteContext, key: str) -> list[Check]:
     tol, k = ctx.distribution_tolerance, ctx.topics_k
     return [not_null(key), unique(key),
@@ -275,6 +287,10 @@ SUITES: dict[str, Suite] = {s.name: s for s in (
           lambda ctx: _vector_checks(ctx, c.ITEM_ID), _with_vector_checks),
     Suite("user_embeddings", "user_embeddings", "ds",
           lambda ctx: _vector_checks(ctx, c.USER_ID), _with_vector_checks),
+    Suite("sequence_user_vectors", "sequence_user_vectors", "ds",
+          lambda ctx: _model_vector_checks(c.USER_ID), _with_model_vector_checks),
+    Suite("sequence_item_vectors", "sequence_item_vectors", "ds",
+          lambda ctx: _model_vector_checks(c.ITEM_ID), _with_model_vector_checks),
     Suite("item_topics", "item_topics", "ds", lambda ctx: _distribution_checks(ctx, c.ITEM_ID), _with_distribution),
     Suite("user_topics", "user_topics", "ds", lambda ctx: _distribution_checks(ctx, c.USER_ID), _with_distribution),
     Suite("topic_terms", "topic_terms", "ds", lambda ctx: [

@@ -328,3 +328,49 @@ METRICS = _s(
     ("users", LongType(), False),                # users evaluated
     (c.RUN_ID, StringType(), False),
 )
+
+# One row per trained sequence model (train_seqrec): how it was trained and how it validated.
+SEQUENCE_MODELS = _s(
+    (c.DS, DateType(), False),                  # the night it was trained for
+    ("path", StringType(), False),              # _models/seqrec/<ds>, relative to the lake root
+    ("mode", StringType(), False),              # full | warm (from base_ds's checkpoint, the new days only)
+    ("base_ds", DateType(), True),              # the checkpoint a warm start resumed from
+    ("use_text", BooleanType(), False),         # items enter as projected language-model vectors
+    ("id_embeddings", BooleanType(), False),    # ... plus learned ID embeddings
+    ("epochs", IntegerType(), False),
+    ("best_epoch", IntegerType(), False),
+    ("validation_users", LongType(), False),    # users whose last item was held out
+    ("validation_ndcg", DoubleType(), True),    # NDCG@10 of that item, full catalogue ranking
+    ("validation_recall", DoubleType(), True),  # Recall@10 there
+    ("training_users", LongType(), False),
+    ("training_positions", LongType(), False),  # next-item targets trained on
+    ("items", LongType(), False),               # vocabulary size
+    ("parameters", LongType(), False),
+    ("processes", IntegerType(), False),        # TorchDistributor processes
+    ("device", StringType(), False),            # cpu | cuda
+    ("seconds", DoubleType(), False),
+    ("details", StringType(), True),            # JSON: loss and validation per epoch, settings
+    (c.RUN_ID, StringType(), False),
+)
+
+# The sequence model's user vectors of a date: what retrieval against the item output vectors serves.
+SEQUENCE_USER_VECTORS = _s(
+    (c.DS, DateType(), False),
+    (c.USER_ID, StringType(), False),
+    ("embedding", ArrayType(FloatType()), False),
+    ("dim", IntegerType(), False),
+    ("anchor_item", StringType(), True),        # the history item the newest position attends to most
+    ("anchor_type", StringType(), True),        # the user's event type on it
+    ("model_ds", DateType(), False),            # the sequence_models row that scored it
+    (c.RUN_ID, StringType(), False),
+)
+
+# The sequence model's item output vectors of a date (the same space as its user vectors).
+SEQUENCE_ITEM_VECTORS = _s(
+    (c.DS, DateType(), False),
+    (c.ITEM_ID, StringType(), False),
+    ("embedding", ArrayType(FloatType()), False),
+    ("dim", IntegerType(), False),
+    ("model_ds", DateType(), False),
+    (c.RUN_ID, StringType(), False),
+)

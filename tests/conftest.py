@@ -12,6 +12,11 @@ import pytest
 from jobs.common.config import Config, load_config, nested
 
 
+# A test-scale sequence model (one block, 32 wide, the newest 20 items): samples of tens of users
+# need no more, and every night of the suite trains one in each of its lakes.
+TEST_SEQREC = {"dim": 32, "layers": 1, "max_len": 20}
+
+
 def _test_values(warehouse: str) -> dict:
     return {
         "spark": {
@@ -79,7 +84,7 @@ def make_lake(tmp_path_factory):
         # the shape's own suggested settings (exclusions, windows, bot rules), as a user would run it
         base = deep_merge(nested(truth["run_settings"]),
                           {"lake": {"root": str(root / "lake")}, "dq": {"docs_dir": str(root / "dq")},
-                           "report": {"dir": str(root / "reports")}})
+                           "report": {"dir": str(root / "reports")}, "seqrec": TEST_SEQREC})
         merged = deep_merge(base, values or {})
         return Lake(load_config(values=merged), root, truth, merged)
 
@@ -167,7 +172,8 @@ def shape_night(spark, make_lake, tiny_model_dir):
                 "encoder": {"model": tiny_model_dir},
                 "topics": {"k": 4, "max_iter": 20},
                 # leave-last-out, the protocol of every shape (next-day: tests/test_rank.py)
-                "eval": {"protocols": ["leave_last_out"], "ablations": [], "baselines": ["popularity"], "ks": [10]},
+                "eval": {"protocols": ["leave_last_out"], "ablations": [], "baselines": ["popularity", "ease", "seqrec"],
+                         "ks": [10]},
             })
             (made.root / "conf.yaml").write_text(yaml.safe_dump(made.values))
             out = run_nightly(spark, made.cfg, spec.end_date, echo=lambda *a, **k: None)

@@ -29,7 +29,10 @@ from schemas.registry import table
 ROOT = Path(__file__).resolve().parents[1]
 DS = dt.date(2026, 6, 30)
 SMALL = dict(users=30, items=30, days=3, seed=8)
-QUICK = {"topics": {"k": 3, "max_iter": 10}, "eval": {"protocols": []}, "dq": {"validate_raw": False}}
+# Nights about the run's reliability, cut to what they test: no evaluation, and no sequence model
+# (its stage still runs and records that it is off; tests/test_seqrec*.py and the shape nights train it)
+QUICK = {"topics": {"k": 3, "max_iter": 10}, "eval": {"protocols": []}, "dq": {"validate_raw": False},
+         "seqrec": {"enabled": False}}
 
 
 def _events_file(folder: Path, lines: list) -> Path:

@@ -121,3 +121,30 @@ def test_a_rerun_of_the_date_gives_the_same_recommendations(spark, shape_night):
     assert again["validation_ndcg"] == pytest.approx(fit["validation_ndcg"], abs=1e-12)
     assertDataFrameEqual(staged(), before)
 
+
+
+def test_the_sequence_model_warm_starts_between_full_retrains(spark, shape_night, tmp_path):
+    """Within seqrec.refit_every_days of the newest checkpoint, the night resumes from it and
+    trains on the targets of the days since; otherwise it trains from scratch."""
+    import shutil
+
+    from jobs.train_seqrec import run as train_seqrec
+
+    night = shape_night("shop")
+    shutil.copytree(night.lake.root / "lake", tmp_path / "lake",
+                    ignore=shutil.ignore_patterns("_holdout", "_dq", "_reports"))
+    cfg = with_values(night.cfg, {"lake.root": str(tmp_path / "lake"), "seqrec.refit_every_days": 7})
+    early = night.ds - dt.timedelta(days=2)
+    first = train_seqrec(spark, cfg, early, "test-full")
+    second = train_seqrec(spark, cfg, night.ds, "test-warm")
+    assert first["mode"] == "full" and first["base_ds"] is None
+    assert second["mode"] == "warm" and second["base_ds"] == early.isoformat()
+    full_row = delta_io.read_table(spark, night.cfg, "sequence_models").where(F.col("ds") == F.lit(night.ds)).first()
+    # only the targets of the two days since the checkpoint count
+    assert 0 < second["training_positions"] < full_row["training_positions"]
+    assert second["epochs"] <= cfg["seqrec"]["warm_epochs"]
+    vectors = delta_io.read_table(spark, cfg, "sequence_user_vectors").where(F.col("ds") == F.lit(night.ds))
+    assert vectors.where(F.col("run_id") == "test-warm").count() == vectors.count() > 0
+    # a night past the cadence trains from scratch again
+    later = train_seqrec(spark, with_values(cfg, {"seqrec.refit_every_days": 1}), night.ds + dt.timedelta(days=1), "t")
+    assert later["mode"] == "full"

@@ -77,7 +77,9 @@ def test_nightly_publishes_and_writes_the_report(spark, night):
     assert report["blend"]["source"] == "learned" and set(report["blend"]["weights"]) == set(report["blend"]["fixed_weights"])
     # the evaluate stage ran (leave-last-out, popularity baseline) and its metrics are in the report
     models = {(e["protocol"], e["model"]) for e in report["evaluation"]}
-    assert models == {("leave_last_out", m) for m in ("blend", "blend_fixed", "popularity")}
+    assert models == {("leave_last_out", m) for m in ("blend", "blend_fixed", "popularity", "ease", "seqrec")}
+    # the sequence model's section
+    assert "<h2>Sequence model: full training</h2>" in html and report["sequence_model"]["users_scored"] > 0
     assert "<h2>Evaluation</h2>" in html
     assert delta_io.read_table(spark, cfg, "dq_results").where(F.col("ds") == DS).count() == dq["expectations"]
 

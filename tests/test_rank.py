@@ -274,7 +274,7 @@ def test_sql_command_sees_every_table(spark, lake, capsys):
 def evaluated(spark, lake):
     cfg, _, _ = lake
     ecfg = with_values(cfg, {"eval.protocols": ["leave_last_out", "next_day"], "eval.ablations": ["no_lm", "no_decay"],
-                             "eval.ks": [10]})
+                             "eval.baselines": ["popularity", "cooccurrence", "als", "ease"], "eval.ks": [10]})
     return ecfg, run_stage(spark, ecfg, "evaluate", DS, "run-eval")
 
 
@@ -283,7 +283,8 @@ def test_blend_beats_popularity_and_cooccurrence_under_leave_last_out(spark, eva
     ndcg = {r["model"]: r["value"] for r in delta_io.read_table(spark, cfg, "metrics")
             .where((F.col("ds") == DS) & (F.col("protocol") == "leave_last_out") & (F.col("metric") == "ndcg")
                    & (F.col("k") == 10)).collect()}
-    assert set(ndcg) == {"blend", "blend_fixed", "blend_no_lm", "blend_no_decay", "popularity", "cooccurrence", "als"}
+    assert set(ndcg) == {"blend", "blend_fixed", "blend_no_lm", "blend_no_decay", "popularity", "cooccurrence", "als",
+                         "ease"}
     assert ndcg["blend"] > ndcg["popularity"] and ndcg["blend"] > ndcg["cooccurrence"], ndcg
     assert summary["protocols"]["leave_last_out"]["table"]["blend.ndcg@10"] == pytest.approx(ndcg["blend"], abs=1e-4)
 

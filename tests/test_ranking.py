@@ -33,11 +33,16 @@ def test_top_n_keeps_at_most_max_engaged_seen_items(spark):
     assert [r["item_id"] for r in top_n(scored, 5, 10, max_engaged=0).orderBy("rank").collect()] == ["n0", "n1", "n2"]
 
 
+# each component's raw value for the rows a, b and c
+RAW = {"semantic": (0.9, 0.1, 0.5), "sequence": (1.5, -0.5, 0.2), "topic": (0.5, 0.1, 0.3),
+       "sentiment": (0.1, 0.3, 0.2), "rule": (None, 0.8, None), "popularity": (1.0, 3.0, 2.0),
+       "engagement": (0.5, 0.0, 1.0), "category_affinity": (0.2, 0.6, 0.2)}
+
+
 def _features(spark, extra_cols=(), extra_values=()):
     cols = ["user_id string", "item_id string"] + [f"{n} double" for n in names()] + list(extra_cols)
-    rows = [("u", "a", 0.9, 0.5, 0.1, None, 1.0, 0.5, 0.2, *extra_values[:1]),
-            ("u", "b", 0.1, 0.1, 0.3, 0.8, 3.0, 0.0, 0.6, *extra_values[1:2]),
-            ("v", "c", 0.5, 0.3, 0.2, None, 2.0, 1.0, 0.2, *extra_values[2:3])]
+    rows = [(user, item, *[RAW[n][j] for n in names()], *extra_values[j:j + 1])
+            for j, (user, item) in enumerate([("u", "a"), ("u", "b"), ("v", "c")])]
     return spark.createDataFrame(rows, ", ".join(cols))
 
 
@@ -72,7 +77,7 @@ def test_fired_rules_need_the_whole_antecedent_among_the_newest_items(spark):
 
 
 CONTEXT = ("anchor_title string, anchor_verb string, rule_title string, user_terms string, engaged_verb string, "
-           "category string, item_terms string")
+           "category string, item_terms string, seq_title string, seq_verb string")
 
 
 def test_reasons_come_from_the_strongest_weighted_component(spark):
@@ -84,12 +89,15 @@ def test_reasons_come_from_the_strongest_weighted_component(spark):
         vals = list(zeros)
         vals[names().index(strongest)] = value
         c = {"anchor_title": "Tent", "anchor_verb": "purchased", "rule_title": None, "user_terms": "tent, camp",
-             "engaged_verb": "viewed", "category": "Camping", "item_terms": "camp, fire"} | ctx
+             "engaged_verb": "viewed", "category": "Camping", "item_terms": "camp, fire", "seq_title": None,
+             "seq_verb": None} | ctx
         return ("u", item, *vals, *c.values())
 
     frame = spark.createDataFrame([row("a", "semantic"), row("b", "engagement"), row("c", "rule"),
                                    row("d", "rule", rule_title="Stove"), row("e", "category_affinity"),
-                                   row("f", "popularity", item_terms=None, category=None)], schema)
+                                   row("f", "popularity", item_terms=None, category=None),
+                                   row("g", "sequence", seq_title="Dune", seq_verb="rated"), row("h", "sequence")],
+                                  schema)
     got = {r["item_id"]: (r["reason_kind"], r["reason"]) for r in reasons(frame, default_weights()).collect()}
     assert got["a"] == ("semantic", "similar to Tent you purchased")
     assert got["b"] == ("engagement", "recently viewed by you")
@@ -97,6 +105,8 @@ def test_reasons_come_from_the_strongest_weighted_component(spark):
     assert got["d"] == ("rule", "often bought after Stove")
     assert got["e"] == ("category_affinity", "you often browse Camping")
     assert got["f"] == ("popularity", "popular in the catalogue")       # the fallback always renders
+    assert got["g"] == ("sequence", "because you rated Dune")
+    assert got["h"] == ("popularity", "popular in camp, fire")          # no vector, no anchor: the fallback
     # a negative weight turns the strongest contribution around
     flipped = {r["item_id"]: r["reason_kind"]
                for r in reasons(frame, default_weights() | {"semantic": -1.0}).collect()}

@@ -95,4 +95,29 @@ def test_the_evaluation_covers_leave_last_out(spark, night):
     ndcg = {r["model"]: r["value"] for r in delta_io.read_table(spark, cfg, "metrics")
             .where((F.col("ds") == F.lit(ds)) & (F.col("protocol") == "leave_last_out") & (F.col("metric") == "ndcg")
                    & (F.col("k") == 10)).collect()}
-    assert set(ndcg) == {"blend", "blend_fixed", "popularity"}
+    assert set(ndcg) == {"blend", "blend_fixed", "popularity", "ease", "seqrec"}
+
+
+def test_the_sequence_model_is_trained_and_scores_every_user_with_history(spark, night):
+    cfg, ds = night.cfg, night.ds
+    on = F.col("ds") == F.lit(ds)
+    model = delta_io.read_table(spark, cfg, "sequence_models").where(on).collect()
+    assert len(model) == 1 and model[0]["mode"] == "full" and model[0]["epochs"] >= 1
+    assert 0.0 <= model[0]["validation_ndcg"] <= 1.0 and model[0]["training_positions"] > 0
+    assert (night.lake.root / "lake" / model[0]["path"] / "model.pt").exists()
+    users = delta_io.read_table(spark, cfg, "sequence_user_vectors").where(on)
+    items = delta_io.read_table(spark, cfg, "sequence_item_vectors").where(on)
+    sequences = delta_io.read_table(spark, cfg, "user_sequences").where(on)
+    # every user with an event in the window has a vector (carried-forward users fall back)
+    fresh = sequences.where(F.col("profile_ds") == F.lit(ds)).select(c.USER_ID)
+    assert fresh.join(users, c.USER_ID, "left_anti").count() == 0
+    assert users.where(F.col("anchor_item").isNull()).count() == 0
+    assert items.count() == model[0]["items"]
+    recs = _recs(spark, cfg, ds).where(F.col(c.USER_ID) != c.DEFAULT_USER)
+    scored = recs.where(F.col("components.sequence").isNotNull()).select(c.USER_ID).distinct()
+    assert scored.count() == recs.select(c.USER_ID).distinct().join(users, c.USER_ID).count() > 0
+    # its reasons name an item of the user's own history
+    because = recs.where(F.col("reason_kind") == "sequence").join(users, c.USER_ID).collect()
+    for row in because:
+        assert row["reason"].startswith("because you ")
+

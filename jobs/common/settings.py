@@ -146,11 +146,71 @@ class RuleSettings(Settings):
 
 
 @dataclass(frozen=True)
+class SeqRecSettings(Settings):
+    """train_seqrec: the sequence model's architecture, training, cadence and serving."""
+
+    enabled: bool = setting("seqrec.enabled")
+    max_len: int = setting("seqrec.max_len", int_at_least(2))
+    dim: int = setting("seqrec.dim", int_at_least(4))
+    heads: int = setting("seqrec.heads", int_at_least(1))
+    layers: int = setting("seqrec.layers", int_at_least(1))
+    dropout: float = setting("seqrec.dropout", number_in(0.0, 0.9))
+    use_text: bool = setting("seqrec.use_text")
+    id_embeddings: bool = setting("seqrec.id_embeddings")
+    id_hash_above: int = setting("seqrec.id_hash_above", int_at_least(1))
+    id_hash_buckets: int = setting("seqrec.id_hash_buckets", int_at_least(1))
+    epochs: int = setting("seqrec.epochs", int_at_least(1))
+    warm_epochs: int = setting("seqrec.warm_epochs", int_at_least(1))
+    patience: int = setting("seqrec.patience", int_at_least(1))
+    min_epochs: int = setting("seqrec.min_epochs", int_at_least(1))
+    batch_size: int = setting("seqrec.batch_size", int_at_least(1))
+    min_steps_per_epoch: int = setting("seqrec.min_steps_per_epoch", int_at_least(1))
+    lr: float = setting("seqrec.lr", positive)
+    weight_decay: float = setting("seqrec.weight_decay", non_negative)
+    negatives: int = setting("seqrec.negatives", int_at_least(1))
+    full_softmax_max_items: int = setting("seqrec.full_softmax_max_items", int_at_least(1))
+    mask_seen: bool = setting("seqrec.mask_seen")
+    seed: int = setting("seqrec.seed", int_at_least(0))
+    validation_users: int = setting("seqrec.validation_users", int_at_least(1))
+    refit_every_days: int = setting("seqrec.refit_every_days", int_at_least(1))
+    num_processes: int = setting("seqrec.num_processes", int_at_least(1))
+    min_users_per_process: int = setting("seqrec.min_users_per_process", int_at_least(1))
+    local_mode: bool = setting("seqrec.local_mode")
+    use_gpu: str = setting("seqrec.use_gpu", one_of("auto", "true", "false"))
+    device: str = setting("seqrec.device", text)
+    serve_batch: int = setting("seqrec.serve_batch", int_at_least(1))
+    min_users: int = setting("seqrec.min_users", int_at_least(1))
+    lookback_days: int = setting("sequences.lookback_days", int_at_least(1))
+
+    def validate(self) -> None:
+        if not (self.use_text or self.id_embeddings):
+            raise ConfigError("seqrec.use_text and seqrec.id_embeddings must not both be false "
+                              "(items would enter the model as nothing)")
+        if self.dim % self.heads:
+            raise ConfigError(f"seqrec.dim ({self.dim}) must be a multiple of seqrec.heads ({self.heads})")
+
+    @property
+    def architecture(self) -> dict:
+        """The :class:`udfs.seqrec.SeqRecConfig` fields set from conf."""
+        return {"dim": self.dim, "heads": self.heads, "layers": self.layers, "max_len": self.max_len,
+                "dropout": self.dropout, "use_text": self.use_text, "id_embeddings": self.id_embeddings}
+
+    def training(self, warm: bool) -> dict:
+        """The :class:`udfs.seqrec.TrainSettings` fields (a warm start runs ``warm_epochs``)."""
+        return {"epochs": self.warm_epochs if warm else self.epochs, "patience": self.patience,
+                "min_epochs": min(self.min_epochs, self.warm_epochs) if warm else self.min_epochs,
+                "batch_size": self.batch_size, "min_steps_per_epoch": self.min_steps_per_epoch, "lr": self.lr, "weight_decay": self.weight_decay,
+                "negatives": self.negatives, "full_softmax_max_items": self.full_softmax_max_items,
+                "mask_seen": self.mask_seen, "seed": self.seed, "validation_users": self.validation_users}
+
+
+@dataclass(frozen=True)
 class RankSettings(Settings):
     """rank_topn (and every ranking the evaluation does): candidates, blend, exclusions, top-N."""
 
     top_n: int = setting("rank.top_n", int_at_least(1))
     candidates_k: int = setting("rank.candidates_k", int_at_least(1))
+    sequence_k: int = setting("rank.sequence_k", int_at_least(1))
     popular_k: int = setting("rank.popular_k", int_at_least(1))
     recent_items: int = setting("rank.recent_items", int_at_least(1))
     popularity_half_life_days: float = setting("rank.popularity_half_life_days", positive)
@@ -186,7 +246,7 @@ class RankSettings(Settings):
 
 
 PROTOCOLS = ("leave_last_out", "next_day", "random_split")
-BASELINES = ("popularity", "cooccurrence", "als")
+BASELINES = ("popularity", "cooccurrence", "als", "ease", "seqrec", "seqrec_no_text")
 # Ablations that are not a component's weight set to 0 (they rebuild the features).
 REBUILD_ABLATIONS = ("no_decay",)
 
@@ -205,6 +265,9 @@ class EvalSettings(Settings):
     cooccurrence_recent_items: int = setting("eval.cooccurrence_recent_items", int_at_least(1))
     cooccurrence_max_basket: int = setting("eval.cooccurrence_max_basket", int_at_least(2))
     als: dict = setting("eval.als")
+    ease_reg: float = setting("eval.ease_reg", positive)
+    ease_max_items: int = setting("eval.ease_max_items", int_at_least(1))
+    rare_item_events: int = setting("eval.rare_item_events", int_at_least(1))
     type_weights: dict = setting("sequences.type_weights", map_of(positive))
 
     def validate(self) -> None:

@@ -1,4 +1,5 @@
-"""Baselines every evaluation table carries: decayed popularity, item co-occurrence, MLlib ALS.
+"""Baselines every evaluation table carries: decayed popularity, item co-occurrence, MLlib ALS,
+EASE; and the sequence model ranking on its own.
 
 Each takes the training events, the users to rank and the excluded pairs (the product's own
 exclusions), and returns ``(user_id, item_id, rank)`` rows.
@@ -12,7 +13,7 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from jobs.common.events import day_end, lookup
-from jobs.ranking import decayed_popularity, top_popular
+from jobs.ranking import decayed_popularity, retrieve, top_popular
 from schemas import columns as c
 
 
@@ -79,3 +80,94 @@ def als_baseline(train: DataFrame, users: DataFrame, excluded: DataFrame, k: int
               .join(umap, "_u").join(imap, "_i").select(c.USER_ID, c.ITEM_ID, "_s")
               .join(excluded, [c.USER_ID, c.ITEM_ID], "left_anti"))
     return top_k(scored, k, "_s")
+
+
+def _gram(rows, n: int, chunk: int = 1024):
+    """Partition body: ``X^T X`` (float64, ``n`` x ``n``) of the partition's users' binary item rows."""
+    import numpy as np
+
+    gram = np.zeros((n, n), dtype=np.float64)
+    block: list = []
+
+    def flush():
+        x = np.zeros((len(block), n), dtype=np.float32)
+        for r, items in enumerate(block):
+            x[r, items] = 1.0
+        gram[:] += x.T.astype(np.float64) @ x
+        block.clear()
+
+    for row in rows:
+        block.append(row["_items"])
+        if len(block) >= chunk:
+            flush()
+    if block:
+        flush()
+    yield gram
+
+
+def ease_weights(gram, reg: float):
+    """EASE (Steck 2019): ``B = I - P diag(1 / diag(P))`` with ``P = (G + reg I)^-1``, so that
+    ``B[i, i] = 0``; the score of item j for a user is the sum of ``B[i, j]`` over their items i."""
+    import numpy as np
+
+    g = gram.astype(np.float64, copy=True)
+    g[np.diag_indices_from(g)] += reg
+    p = np.linalg.inv(g)
+    b = p / (-np.diag(p))
+    b[np.diag_indices_from(b)] = 0.0
+    return b.astype(np.float32)
+
+
+def ease_baseline(train: DataFrame, users: DataFrame, excluded: DataFrame, k: int, reg: float,
+                  max_items: int) -> DataFrame | None:
+    """EASE on the binary (user, item) matrix of the training events, for catalogues of at most
+    ``max_items`` items with training events (None above: the dense item-item matrix would not fit).
+
+    The Gram matrix is summed partition by partition (``treeReduce``: the driver holds one item x
+    item matrix, never the events); the scores are one product per batch of users inside
+    ``mapInArrow`` against the broadcast weights."""
+    import numpy as np
+    import pyarrow as pa
+
+    spark = train.sparkSession
+    pairs = train.select(c.USER_ID, c.ITEM_ID).distinct()
+    vocab = pairs.select(c.ITEM_ID).distinct().withColumn(
+        "_i", (F.row_number().over(Window.orderBy(c.ITEM_ID)) - 1).cast("int")).cache()
+    try:
+        n = vocab.count()
+        if n == 0 or n > max_items:
+            return None
+        lists = pairs.join(vocab, c.ITEM_ID).groupBy(c.USER_ID).agg(F.collect_list("_i").alias("_items"))
+        gram = lists.select("_items").rdd.mapPartitions(lambda rows, _n=n: _gram(rows, _n)).treeReduce(lambda a, b: a + b)
+        bc = spark.sparkContext.broadcast(ease_weights(gram, reg))
+        best = min(n, k * 3)                                  # room for exclusions
+
+        def body(batches, _bc=bc, _best=best, _n=n):
+            weights = _bc.value
+            for batch in batches:
+                items = batch.column("_items").to_pylist()
+                x = np.zeros((len(items), _n), dtype=np.float32)
+                for r, it in enumerate(items):
+                    x[r, it] = 1.0
+                scores = x @ weights
+                top = np.argpartition(-scores, _best - 1, axis=1)[:, :_best]
+                user = np.repeat(np.asarray(batch.column(c.USER_ID).to_pylist(), dtype=object), _best)
+                yield pa.RecordBatch.from_pydict({c.USER_ID: user.tolist(), "_i": top.reshape(-1).astype(np.int32),
+                                                  "_s": np.take_along_axis(scores, top, 1).reshape(-1).astype(np.float64)})
+
+        scored = (lists.join(users, c.USER_ID).select(c.USER_ID, "_items")
+                  .mapInArrow(body, "user_id string, _i int, _s double")
+                  .join(vocab, "_i").select(c.USER_ID, c.ITEM_ID, "_s")
+                  .join(excluded, [c.USER_ID, c.ITEM_ID], "left_anti"))
+        return top_k(scored, k, "_s")
+    finally:
+        vocab.unpersist()
+
+
+def vector_baseline(user_vectors: DataFrame, item_vectors: DataFrame, users: DataFrame, excluded: DataFrame,
+                    k: int, shard_rows: int, block_rows: int) -> DataFrame:
+    """Each user's ``k`` best items by inner product of a model's user and item vectors (the
+    sequence model alone), minus the exclusions."""
+    got = retrieve(user_vectors.join(users, c.USER_ID).select(c.USER_ID, "embedding"), item_vectors,
+                   k * 3, shard_rows, block_rows)
+    return top_k(got.join(excluded, [c.USER_ID, c.ITEM_ID], "left_anti"), k, "cosine")

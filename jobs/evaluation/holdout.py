@@ -40,10 +40,11 @@ log = logging.getLogger(__name__)
 
 # The event-derived inputs of the ranker. encode_items is not among them (item text does not
 # depend on events: the vectors are copied), nor keywords (used in explanations only).
-FEATURE_STAGES = ("build_sequences", "encode_users", "fit_topics", "score_sentiment", "mine_rules")
+FEATURE_STAGES = ("build_sequences", "encode_users", "train_seqrec", "fit_topics", "score_sentiment", "mine_rules")
 # Without decay only these change; the rest is copied from the protocol's evaluation lake.
 DECAY_STAGES = ("build_sequences", "encode_users", "fit_topics")
-DECAY_FREE_TABLES = ("topic_models", "item_sentiment", "user_item_sentiment", "item_rules")
+DECAY_FREE_TABLES = ("topic_models", "item_sentiment", "user_item_sentiment", "item_rules",
+                     "sequence_models", "sequence_user_vectors", "sequence_item_vectors")
 NO_DECAY_DAYS = 1e6
 HOLDOUT = "_holdout"
 BUILT = "_built.json"
@@ -84,7 +85,8 @@ def holdout_cfg(cfg: Mapping, name: str, extra: Mapping | None = None, history_d
     user with training history has a profile, as carrying forward gives them nightly."""
     root = f"{delta_io.lake_root(cfg)}/{name}"
     lookback = max(int(cfg["sequences"]["lookback_days"]), history_days)
-    values = {"lake.root": root, "sequences.lookback_days": lookback, **(extra or {})}
+    # a hold-out lake's sequence model is trained afresh on its own training events every time
+    values = {"lake.root": root, "sequences.lookback_days": lookback, "seqrec.refit_every_days": 1, **(extra or {})}
     if cfg["topics"]["use_reviews"]:   # review texts are events: refit on this split's training data
         values["topics.refit_every_days"] = 1
     return with_values(cfg, values)

@@ -39,7 +39,8 @@ class RankingData:
     Attributes:
         features: One row per (user, candidate): the raw components, ``_neg_sim`` (similarity to
             the user's negatively reviewed items), ``engaged_type``, title and category, and the
-            helper columns the reasons need (``_iv``, ``rule_from``, ``_utop``, ``_itop``).
+            helper columns the reasons need (``_iv``, ``rule_from``, ``_utop``, ``_itop``,
+            ``_sanchor``/``_satype``: the sequence model's anchor item and the event on it).
         sequences: ``(user_id, events)`` of the date.
         item_vectors: ``(item_id, _iv)``.
         items: ``(item_id, title, category)``.
@@ -60,8 +61,9 @@ def candidate_features(read: Reader, ds: dt.date, s: RankSettings,
                        half_life_grid: Mapping | None = None) -> Iterator[RankingData]:
     """Build the candidate features of ``ds`` from the tables ``read`` returns (a lake's reader).
 
-    Candidates: (a) embedding retrieval, (b) fired rules, (c) the users' own sequence items, (d)
-    the ``popular_k`` most popular items for everyone; minus the excluded pairs.
+    Candidates: (a) embedding retrieval, (a') the sequence model's top ``sequence_k`` (its user
+    vectors against its item output vectors), (b) fired rules, (c) the users' own sequence items,
+    (d) the ``popular_k`` most popular items for everyone; minus the excluded pairs.
 
     ``half_life_grid`` (``{"engagement": [days ...], "popularity": [days ...]}``) adds the two
     components computed with each of those half-lives (``engagement_hl<h>``, ``popularity_hl<h>``: :func:`grid_column`), for
@@ -76,9 +78,14 @@ def candidate_features(read: Reader, ds: dt.date, s: RankSettings,
     user_vec = read("user_embeddings").where(on_ds).select(c.USER_ID, "embedding")
     item_vec = read("item_embeddings").join(items.select(c.ITEM_ID), c.ITEM_ID).select(c.ITEM_ID, "embedding")
     history = read("events_clean").where(F.col(c.EVENT_DATE) <= F.lit(ds))
+    seq_user = read("sequence_user_vectors").where(on_ds)
+    seq_item = read("sequence_item_vectors").where(on_ds).select(c.ITEM_ID, "embedding")
     popularity = None
     try:
         retrieved = retrieve(user_vec, item_vec, s.candidates_k, s.broadcast_max_items, s.block_rows)
+        # the sequence model's own top-K (nothing when no model was trained tonight)
+        by_sequence = retrieve(seq_user.select(c.USER_ID, "embedding"), seq_item, s.sequence_k,
+                               s.broadcast_max_items, s.block_rows)
         rules = fired_rules(seqs, read("item_rules").where(on_ds), s.recent_items)
         pop_events = history.where(F.col(c.EVENT_DATE) > F.lit(ds - dt.timedelta(days=s.popularity_lookback_days)))
         popularity = decayed_popularity(pop_events, end, s.popularity_half_life_days, s.type_weights,
@@ -87,6 +94,7 @@ def candidate_features(read: Reader, ds: dt.date, s: RankSettings,
         popular = top_popular(popularity.select(c.ITEM_ID, "popularity"), s.popular_k)
         engaged, category_share = engagement(seqs, items, end, s.engagement_half_life_days)
         candidates = (retrieved.select(c.USER_ID, c.ITEM_ID)
+                      .unionByName(by_sequence.select(c.USER_ID, c.ITEM_ID))
                       .unionByName(rules.select(c.USER_ID, c.ITEM_ID))
                       .unionByName(engaged.select(c.USER_ID, c.ITEM_ID))           # at most sequences.max_len per user
                       .unionByName(users.crossJoin(popular.select(c.ITEM_ID)))   # users x popular_k, bounded
@@ -102,8 +110,12 @@ def candidate_features(read: Reader, ds: dt.date, s: RankSettings,
         item_topics = read("item_topics").where(on_ds).select(c.ITEM_ID, F.col("distribution").alias("_it"),
                                                               F.col("top_topic").alias("_itop"))
         item_sent = read("item_sentiment").where(on_ds).select(c.ITEM_ID, F.col("smoothed_score").alias("sentiment"))
+        seq_users = seq_user.select(c.USER_ID, F.col("embedding").alias("_su"), F.col("anchor_item").alias("_sanchor"),
+                                    F.col("anchor_type").alias("_satype"))
         feats = (candidates
                  .join(user_vec.withColumnRenamed("embedding", "_uv"), c.USER_ID, "left")
+                 .join(seq_users, c.USER_ID, "left")
+                 .join(seq_item.withColumnRenamed("embedding", "_si"), c.ITEM_ID, "left")
                  .join(ivec, c.ITEM_ID, "left")
                  .join(user_topics, c.USER_ID, "left").join(item_topics, c.ITEM_ID, "left")
                  .join(item_sent, c.ITEM_ID, "left")
@@ -114,7 +126,8 @@ def candidate_features(read: Reader, ds: dt.date, s: RankSettings,
                  .withColumns({grid_column("engagement", h): F.coalesce(recency(F.col("days_since_touch"), h), F.lit(0.0))
                                for h in grid["engagement"]})
                  .withColumn("semantic", dot(F.col("_uv"), F.col("_iv")))
-                 .withColumn("topic", dot(F.col("_ut"), F.col("_it"))))
+                 .withColumn("topic", dot(F.col("_ut"), F.col("_it")))
+                 .withColumn("sequence", dot(F.col("_su"), F.col("_si"))))
         # similarity to negatively reviewed items (their near neighbours are demoted)
         neg_vec = negative.join(ivec.withColumnRenamed(c.ITEM_ID, "neg_item").withColumnRenamed("_iv", "_nv"),
                                 "neg_item")

@@ -60,7 +60,9 @@ def reason_context(ranked: DataFrame, sequences: DataFrame, item_vectors: DataFr
     - ``rule_title``: the antecedent of the fired rule (``rule_from``);
     - ``user_terms``/``item_terms``: three terms of the user's and of the item's top topic (the
       item's falls back to its category);
-    - ``engaged_verb``: the verb of the user's newest event on the item.
+    - ``engaged_verb``: the verb of the user's newest event on the item;
+    - ``seq_title``/``seq_verb``: the item of the user's history the sequence model's newest
+      position attends to most (``_sanchor``), and what the user did with it (``_satype``).
 
     ``ranked`` needs ``_iv`` (the item vector), ``rule_from``, ``engaged_type``, ``_utop``, ``_itop``
     and ``category``; ``item_vectors`` is ``(item_id, _iv)``.
@@ -83,6 +85,9 @@ def reason_context(ranked: DataFrame, sequences: DataFrame, item_vectors: DataFr
                   "rule_from", "left")
             .join(terms.withColumnRenamed("topic", "_utop").withColumnRenamed("_terms", "user_terms"), "_utop", "left")
             .join(terms.withColumnRenamed("topic", "_itop").withColumnRenamed("_terms", "item_terms"), "_itop", "left")
+            .join(titles.withColumnRenamed("_tid", "_sanchor").withColumnRenamed("_title", "seq_title"),
+                  "_sanchor", "left")
+            .withColumn("seq_verb", lookup(verbs, F.col("_satype")))
             .withColumn("anchor_title", F.coalesce(F.col("anchor_title"), F.lit("an item")))
             .withColumn("item_terms", F.coalesce(F.col("item_terms"), F.col(c.CATEGORY)))
             .withColumn("engaged_verb", lookup(verbs, F.col("engaged_type"))))

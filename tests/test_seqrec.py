@@ -1,0 +1,165 @@
+"""The sequence model on tiny models (pure torch, no Spark): masking, padding, learning, checkpoints."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from udfs import seqrec as sq
+
+N_ITEMS, LM_DIM = 30, 8
+
+
+def _lm(seed: int = 0, n: int = N_ITEMS) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    v = np.zeros((n + 1, LM_DIM), dtype=np.float32)
+    v[1:] = rng.normal(size=(n, LM_DIM))
+    v[1:] /= np.linalg.norm(v[1:], axis=1, keepdims=True)
+    return v
+
+
+def _model(seed: int = 0, **kw):
+    torch.manual_seed(seed)
+    cfg = sq.SeqRecConfig(n_items=kw.pop("n_items", N_ITEMS), lm_dim=LM_DIM, dim=16, heads=2, layers=2, max_len=8,
+                          dropout=0.0, **kw)
+    return sq.build_model(cfg, _lm(seed, cfg.n_items) if cfg.use_text else None).eval()
+
+
+def _planted(users: int = 300, seed: int = 1) -> list[list[int]]:
+    """Sequences where the next item is (item mod N) + 1 nine times in ten."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(users):
+        s = [int(rng.integers(1, N_ITEMS + 1))]
+        for _ in range(int(rng.integers(4, 12))):
+            s.append(s[-1] % N_ITEMS + 1 if rng.random() < 0.9 else int(rng.integers(1, N_ITEMS + 1)))
+        out.append(s)
+    return out
+
+
+def test_output_at_a_position_does_not_see_later_items():
+    model = _model()
+    a = torch.tensor([[3, 7, 1, 9, 4, 2, 8, 5]])
+    b = a.clone()
+    b[0, 5:] = torch.tensor([11, 12, 13])
+    with torch.no_grad():
+        ha, hb = model(a), model(b)
+    assert torch.allclose(ha[0, :5], hb[0, :5], atol=1e-6)
+    assert not torch.allclose(ha[0, 5:], hb[0, 5:], atol=1e-3)
+
+
+def test_padding_in_front_changes_nothing():
+    model = _model()
+    short = torch.tensor([[4, 9, 2]])
+    padded = torch.tensor([[0, 0, 0, 0, 0, 4, 9, 2]])
+    with torch.no_grad():
+        v1, a1 = model.user_vectors(short)
+        v2, a2 = model.user_vectors(padded)
+    assert torch.allclose(v1, v2, atol=1e-5)
+    assert int(a1) + 5 == int(a2)              # the same item, five columns further right
+    # and a batch mixing lengths gives each row what it gets alone
+    batch = torch.tensor(sq.left_pad([[4, 9, 2], [5, 6, 7, 8, 1, 2]], 8))
+    with torch.no_grad():
+        vb, _ = model.user_vectors(batch)
+        v_other, _ = model.user_vectors(torch.tensor([[5, 6, 7, 8, 1, 2]]))
+    assert torch.allclose(vb[0], v1[0], atol=1e-5) and torch.allclose(vb[1], v_other[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("full_softmax_max_items", [10_000, 5])     # full cross-entropy, sampled softmax
+def test_the_loss_falls_and_the_planted_rule_is_learned(full_softmax_max_items):
+    model = _model().train()
+    ex = sq.make_examples(_planted(), 8)
+    settings = sq.TrainSettings(epochs=25, patience=25, batch_size=64, lr=5e-3, mask_seen=False, negatives=10,
+                                full_softmax_max_items=full_softmax_max_items)
+    before = sq.rank_metrics(model, ex.val_inputs, ex.val_targets, False)
+    result = sq.train(model, ex, settings)
+    losses = [h["loss"] for h in result.history]
+    assert losses[-1] < 0.7 * losses[0], losses
+    after = sq.rank_metrics(model, ex.val_inputs, ex.val_targets, False)
+    assert after["hits"] / after["n"] >= 0.8 > before["hits"] / before["n"], (before, after)
+    assert result.val_recall == pytest.approx(max(h["val_recall"] for h in result.history if
+                                                  h["val_ndcg"] == result.val_ndcg))
+
+
+def test_training_is_deterministic_for_a_seed():
+    ex = sq.make_examples(_planted(120), 8)
+    settings = sq.TrainSettings(epochs=3, batch_size=32, seed=3)
+    states = []
+    for _ in range(2):
+        model = _model(seed=2).train()
+        sq.train(model, ex, settings)
+        states.append(model.state_dict())
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+def test_seen_items_leave_the_softmax_but_the_target_stays():
+    inputs = torch.tensor([[0, 3, 5, 3]])
+    seen = sq.seen_mask(inputs, 6)
+    assert seen[0, 1].nonzero().flatten().tolist() == [0, 3]
+    assert seen[0, 3].nonzero().flatten().tolist() == [0, 3, 5]
+    ex = sq.make_examples([[1, 2, 3, 1, 4]], 4, validation=False)
+    assert ex.targets.tolist() == [[2, 3, 1, 4]]
+    model = _model().train()
+    loss = sq.loss_of(model, torch.tensor(ex.inputs), torch.tensor(ex.targets), torch.tensor(ex.weight),
+                      sq.TrainSettings(mask_seen=True))
+    assert torch.isfinite(loss)                # item 1 is seen before it is the target again: kept
+
+
+def test_examples_hold_out_the_last_item_and_weight_only_new_targets():
+    ex = sq.make_examples([[1, 2, 3, 4, 5], [6, 7]], 3, first_new=[3, 0])
+    assert ex.val_inputs.tolist() == [[2, 3, 4]] and ex.val_targets.tolist() == [5]
+    assert ex.inputs.tolist() == [[1, 2, 3], [0, 0, 6]]
+    assert ex.targets.tolist() == [[2, 3, 4], [0, 0, 7]]
+    assert ex.weight.tolist() == [[0, 0, 1], [0, 0, 1]]     # targets 2 and 3 are before index 3
+
+
+def test_a_saved_model_loads_and_scores_identically(tmp_path):
+    model = _model()
+    ids = [f"i{k}" for k in range(N_ITEMS)]
+    sq.save(str(tmp_path / "ckpt"), model, ids, {"ds": "2026-06-30"})
+    loaded, loaded_ids, meta = sq.load(str(tmp_path / "ckpt"))
+    assert loaded_ids == ids and meta["ds"] == "2026-06-30"
+    seqs = sq.left_pad([[1, 2, 3], [7, 8, 9, 10, 11, 12, 13, 14, 15]], 8)
+    (v1, a1), = list(sq.score_users(model, seqs))
+    (v2, a2), = list(sq.score_users(loaded, seqs))
+    np.testing.assert_array_equal(v1, v2)
+    np.testing.assert_array_equal(a1, a2)
+    np.testing.assert_array_equal(sq.item_matrix(model), sq.item_matrix(loaded))
+
+
+def test_warm_start_resumes_from_the_checkpoint_with_a_grown_catalogue(tmp_path):
+    model = _model(id_embeddings=True).train()
+    ex = sq.make_examples(_planted(), 8)
+    sq.train(model, ex, sq.TrainSettings(epochs=10, batch_size=64, lr=5e-3, mask_seen=False))
+    trained = sq.rank_metrics(model, ex.val_inputs, ex.val_targets, False)
+    old_ids = [f"i{k}" for k in range(N_ITEMS)]
+    sq.save(str(tmp_path / "old"), model, old_ids)
+    old, _, _ = sq.load(str(tmp_path / "old"))
+    # a new item at the front of the vocabulary shifts every index by one
+    new_ids = ["a-new", *old_ids]
+    fresh = _model(seed=9, n_items=N_ITEMS + 1, id_embeddings=True)
+    fresh.load_state_dict(sq.warm_state(old.state_dict(), old_ids, fresh, new_ids))
+    assert torch.equal(fresh.ids.weight[2:], old.ids.weight[1:])
+    assert torch.equal(fresh.proj.weight, old.proj.weight)
+    shifted = sq.make_examples([[i + 1 for i in s] for s in _planted()], 8)
+    # lm vectors follow the new vocabulary too
+    with torch.no_grad():
+        fresh.lm[2:] = old.lm[1:]
+    resumed = sq.rank_metrics(fresh, shifted.val_inputs, shifted.val_targets, False)
+    cold = sq.rank_metrics(_model(seed=9, n_items=N_ITEMS + 1, id_embeddings=True), shifted.val_inputs,
+                           shifted.val_targets, False)
+    assert resumed["hits"] == pytest.approx(trained["hits"])
+    assert resumed["hits"] > 2 * cold["hits"]
+
+
+def test_hashed_ids_are_stable_and_within_the_buckets():
+    rows = sq.id_rows(["a", "b", "c", "a"], 2)
+    assert rows[0] == 0 and set(rows[1:]) <= {1, 2} and rows[1] == rows[4]
+    assert sq.id_rows(["a", "b"], 0).tolist() == [0, 1, 2]
+    model = _model(id_embeddings=True, use_text=False, id_buckets=7)
+    assert model.ids.weight.shape[0] == 8
+
+
+def test_a_model_without_any_item_input_is_refused():
+    with pytest.raises(ValueError, match="use_text and id_embeddings"):
+        sq.SeqRecConfig(n_items=3, lm_dim=4, use_text=False, id_embeddings=False)
