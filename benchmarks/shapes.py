@@ -38,6 +38,8 @@ def night(spark, out: Path, shape: str, users: int, items: int, seed: int, proto
     truth = generate(out / "sample", spec)
     cfg = load_config([CONF_DIR / "local.yaml", truth["conf"]], [
         f"lake.root={out / 'lake'}", f"dq.docs_dir={out / 'reports' / 'dq'}", f"report.dir={out / 'reports'}",
+        # the default configuration's sequence window (conf/local.yaml shortens it for the demo)
+        "seqrec.max_len=50",
         f"eval.protocols=[{','.join(protocols)}]", "eval.ablations=[no_sequence]",
         "eval.baselines=[popularity,cooccurrence,als,ease,seqrec,seqrec_no_text]", "eval.ks=[10]"])
     t0 = time.monotonic()

@@ -91,6 +91,7 @@ def evaluate_protocol(spark: SparkSession, cfg: Mapping, ds: dt.date, protocol: 
         counts = train.groupBy(c.ITEM_ID).count()
         rare = (test.join(counts, c.ITEM_ID, "left").where(F.coalesce(F.col("count"), F.lit(0)) < ev.rare_item_events)
                 .drop("count"))
+        rare = rare if rare.limit(1).count() else None        # no rare held-out item: no rare metrics
 
         def score(models: Mapping[str, DataFrame]) -> list[tuple]:
             return _score_models(ds, protocol, run_id, models, test, train, ks, catalogue, vectors, rare)
@@ -163,9 +164,9 @@ def _sequence_alone(read, users: DataFrame, excluded: DataFrame, fds: dt.date, k
 
 def _score_models(ds: dt.date, protocol: str, run_id: str, models: Mapping[str, DataFrame], test: DataFrame,
                   train: DataFrame, ks: list[int], catalogue: int, vectors: DataFrame,
-                  rare: DataFrame) -> list[tuple]:
+                  rare: DataFrame | None) -> list[tuple]:
     """The metrics rows of each model; ``recall_rare``/``ndcg_rare`` are over the held-out items of
-    ``rare`` (those with few training events)."""
+    ``rare`` (those with few training events; None: there are none)."""
     rows = []
     for model, recs in models.items():
         t0 = time.monotonic()
@@ -173,8 +174,8 @@ def _score_models(ds: dt.date, protocol: str, run_id: str, models: Mapping[str, 
         acc = accuracy(recs, test, ks)
         users = int(acc.pop(("users", 0)))
         values = dict(acc)
-        on_rare = accuracy(recs, rare, ks)
-        if on_rare[("users", 0)]:          # no rare held-out item: no rare metrics (not zeros)
+        if rare is not None:
+            on_rare = accuracy(recs, rare, ks)
             values.update({(f"{m}_rare", k): v for (m, k), v in on_rare.items() if m in ("recall", "ndcg")})
         values.update(beyond_accuracy(recs, vectors, train, catalogue, ks))
         recs.unpersist()
