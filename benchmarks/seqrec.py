@@ -50,7 +50,7 @@ def write_inputs(spark, folder: str, seqs: list[list[int]], items: int, processe
     vec = rng.normal(size=(items, 384)).astype(np.float32)
     vec /= np.linalg.norm(vec, axis=1, keepdims=True)
     vocab = pd.DataFrame({"item_id": [f"i{k:06d}" for k in range(items)], "idx": np.arange(1, items + 1, dtype=np.int32),
-                          "embedding": list(vec)})
+                          "embedding": vec.tolist()})
     vpath, epath = f"{folder}/vocabulary", f"{folder}/examples"
     spark.createDataFrame(vocab, "item_id string, idx int, embedding array<float>").coalesce(1).write.parquet(vpath)
     keep = [s[-(max_len + 2):] for s in seqs]
