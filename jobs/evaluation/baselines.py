@@ -82,6 +82,16 @@ def als_baseline(train: DataFrame, users: DataFrame, excluded: DataFrame, k: int
     return top_k(scored, k, "_s")
 
 
+def _binary_rows(item_lists, n: int):
+    """The binary user x item matrix ``(len(item_lists), n)`` float32 of lists of item indices."""
+    import numpy as np
+
+    x = np.zeros((len(item_lists), n), dtype=np.float32)
+    for r, items in enumerate(item_lists):
+        x[r, items] = 1.0
+    return x
+
+
 def _gram(rows, n: int, chunk: int = 1024):
     """Partition body: ``X^T X`` (float64, ``n`` x ``n``) of the partition's users' binary item rows."""
     import numpy as np
@@ -90,9 +100,7 @@ def _gram(rows, n: int, chunk: int = 1024):
     block: list = []
 
     def flush():
-        x = np.zeros((len(block), n), dtype=np.float32)
-        for r, items in enumerate(block):
-            x[r, items] = 1.0
+        x = _binary_rows(block, n)
         gram[:] += x.T.astype(np.float64) @ x
         block.clear()
 
@@ -145,11 +153,7 @@ def ease_baseline(train: DataFrame, users: DataFrame, excluded: DataFrame, k: in
         def body(batches, _bc=bc, _best=best, _n=n):
             weights = _bc.value
             for batch in batches:
-                items = batch.column("_items").to_pylist()
-                x = np.zeros((len(items), _n), dtype=np.float32)
-                for r, it in enumerate(items):
-                    x[r, it] = 1.0
-                scores = x @ weights
+                scores = _binary_rows(batch.column("_items").to_pylist(), _n) @ weights
                 top = np.argpartition(-scores, _best - 1, axis=1)[:, :_best]
                 user = np.repeat(np.asarray(batch.column(c.USER_ID).to_pylist(), dtype=object), _best)
                 yield pa.RecordBatch.from_pydict({c.USER_ID: user.tolist(), "_i": top.reshape(-1).astype(np.int32),
