@@ -1,11 +1,19 @@
 """Encoding throughput, measured side by side in one run.
 
     python benchmarks/encode.py [--texts 2000] [--cores N] [--catalogue 40000] [--changed 0.01]
+                                [--runtimes torch torch-int8 onnx] [--no-incremental]
 
 (a) plain transformers in one process, torch using all N cores, batches of 64 in input order;
 (b) the same texts through the Spark encoder UDF on local[N] (one task per core, one torch
     thread per task, batches sorted by token length);
 both after a warm-up, so model loading is excluded from both. Prints texts/s and b/a.
+
+The CPU runtimes (``encoder.runtime``): for each, texts/s through the Spark encoder UDF on the
+same texts, and how close its vectors are to float32 torch's on them: the mean cosine between
+the two vectors of each text, and the top-10 retrieval overlap (each text's 10 nearest texts
+under the runtime's vectors against under float32's, the share in common, averaged). A runtime
+qualifies at a cosine of at least 0.99 and an overlap of at least 0.95; the fastest that does
+is printed as the CPU default.
 
 Then encode_items on a catalogue: a full encode, 1% of the items changed, an incremental
 encode. Prints the items encoded and the time ratio full / incremental.
@@ -19,6 +27,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -79,6 +89,65 @@ def spark_udf(spark, texts: list[str], cores: int) -> float:
     return len(texts) / (time.perf_counter() - t0)
 
 
+MIN_COSINE, MIN_OVERLAP = 0.99, 0.95
+
+
+def runtime_vectors(spark, texts: list[str], cores: int, runtime: str) -> tuple[np.ndarray, float]:
+    """The texts' vectors through the Spark encoder UDF with ``runtime`` (input order) and texts/s."""
+    from pyspark.sql import functions as F
+
+    from udfs.text_encoder import EncoderSettings, encoder_udf
+
+    udf = encoder_udf(EncoderSettings(runtime=runtime, device="cpu"))
+    df = spark.createDataFrame(list(enumerate(texts)), "i int, text string").repartition(cores).cache()
+    df.count()
+    warm = spark.createDataFrame([(t,) for t in texts[:cores * 64]], "text string").repartition(cores)
+    warm.select(F.sum(F.size(udf("text")))).collect()                   # loads (and exports) the model
+    t0 = time.perf_counter()
+    rows = df.select("i", udf("text").alias("v")).collect()             # the benchmark's own 2,000 texts
+    rate = len(texts) / (time.perf_counter() - t0)
+    df.unpersist()
+    out = np.zeros((len(texts), len(rows[0]["v"])), dtype=np.float32)
+    for r in rows:
+        out[r["i"]] = r["v"]
+    return out, rate
+
+
+def closeness(ref: np.ndarray, got: np.ndarray, k: int = 10) -> tuple[float, float]:
+    """(mean cosine of each text's two vectors, mean top-k overlap of each text's neighbours)."""
+    cos = float(np.mean(np.sum(ref * got, axis=1)))
+
+    def neighbours(v):
+        sims = v @ v.T
+        np.fill_diagonal(sims, -np.inf)
+        return np.argsort(-sims, axis=1, kind="stable")[:, :k]
+
+    a, b = neighbours(ref), neighbours(got)
+    overlap = float(np.mean([len(set(x) & set(y)) / k for x, y in zip(a, b)]))
+    return cos, overlap
+
+
+def runtimes(spark, texts: list[str], cores: int, names: list[str]) -> list[dict]:
+    """Every runtime against float32 torch on the same texts."""
+    import importlib.util
+
+    ref, ref_rate = runtime_vectors(spark, texts, cores, "torch")
+    out = [{"runtime": "torch", "texts_per_s": round(ref_rate, 1), "speedup": 1.0, "cosine": 1.0,
+            "overlap_at_10": 1.0, "qualifies": True}]
+    for name in names:
+        if name == "torch":
+            continue
+        if name == "onnx" and importlib.util.find_spec("onnxruntime") is None:
+            out.append({"runtime": name, "skipped": "onnxruntime is not installed (pip install 'recjobs[onnx]')"})
+            continue
+        got, rate = runtime_vectors(spark, texts, cores, name)
+        cos, overlap = closeness(ref, got)
+        out.append({"runtime": name, "texts_per_s": round(rate, 1), "speedup": round(rate / ref_rate, 2),
+                    "cosine": round(cos, 5), "overlap_at_10": round(overlap, 4),
+                    "qualifies": cos >= MIN_COSINE and overlap >= MIN_OVERLAP})
+    return out
+
+
 def incremental(spark, cfg_values: dict, root: Path, catalogue: int, changed: float) -> dict:
     """Full encode_items, change a fraction of items, incremental encode_items."""
     from delta.tables import DeltaTable
@@ -117,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--catalogue", type=int, default=40000)
     parser.add_argument("--changed", type=float, default=0.01)
+    parser.add_argument("--runtimes", nargs="*", default=["torch", "torch-int8", "onnx"])
+    parser.add_argument("--no-incremental", action="store_true", help="skip the encode_items part")
     args = parser.parse_args(argv)
 
     from jobs.common.config import load_config
@@ -130,19 +201,36 @@ def main(argv: list[str] | None = None) -> int:
     plain = plain_transformers(texts, args.cores)
     spark = get_spark(load_config(values=values), app_name="bench-encode")
     udf = spark_udf(spark, texts, args.cores)
-    with tempfile.TemporaryDirectory() as tmp:
-        inc = incremental(spark, values, Path(tmp), args.catalogue, args.changed)
+    compared = runtimes(spark, texts, args.cores, args.runtimes) if args.runtimes else []
+    inc = None
+    if not args.no_incremental:
+        with tempfile.TemporaryDirectory() as tmp:
+            inc = incremental(spark, values, Path(tmp), args.catalogue, args.changed)
     spark.stop()
     result = {"texts": len(texts), "cores": args.cores, "plain_texts_per_s": round(plain, 1),
               "spark_udf_texts_per_s": round(udf, 1), "ratio_spark_over_plain": round(udf / plain, 2),
-              "incremental": inc}
+              "runtimes": compared, "incremental": inc}
     print(f"encode {len(texts)} item texts on {args.cores} cores, all-MiniLM-L6-v2 (CPU):")
     print(f"  (a) plain transformers, one process : {plain:8.1f} texts/s")
     print(f"  (b) Spark encoder UDF, local[{args.cores}]   : {udf:8.1f} texts/s   ratio b/a = {udf / plain:.2f}")
-    print(f"encode_items on {inc['catalogue']} items, {inc['changed']} changed:")
-    print(f"  full        : {inc['full_encoded']:6d} encoded in {inc['full_s']:7.2f} s")
-    print(f"  incremental : {inc['incremental_encoded']:6d} encoded in {inc['incremental_s']:7.2f} s"
-          f"   full / incremental = {inc['speedup']:.1f}x")
+    if compared:
+        print(f"CPU runtimes through the encoder UDF, against float32 torch on the same {len(texts)} texts "
+              f"(qualifies: cosine >= {MIN_COSINE}, top-10 overlap >= {MIN_OVERLAP}):")
+        print("| runtime | texts/s | vs torch | mean cosine | top-10 overlap | qualifies |")
+        print("| --- | --- | --- | --- | --- | --- |")
+        for r in compared:
+            if "skipped" in r:
+                print(f"| {r['runtime']} | skipped: {r['skipped']} | | | | |")
+                continue
+            print(f"| {r['runtime']} | {r['texts_per_s']:.1f} | {r['speedup']:.2f}x | {r['cosine']:.5f} | "
+                  f"{r['overlap_at_10']:.4f} | {'yes' if r['qualifies'] else 'no'} |")
+        best = max((r for r in compared if r.get("qualifies")), key=lambda r: r["texts_per_s"])
+        print(f"fastest qualifying runtime on this CPU: {best['runtime']}")
+    if inc is not None:
+        print(f"encode_items on {inc['catalogue']} items, {inc['changed']} changed:")
+        print(f"  full        : {inc['full_encoded']:6d} encoded in {inc['full_s']:7.2f} s")
+        print(f"  incremental : {inc['incremental_encoded']:6d} encoded in {inc['incremental_s']:7.2f} s"
+              f"   full / incremental = {inc['speedup']:.1f}x")
     print(json.dumps(result))
     return 0
 

@@ -20,6 +20,7 @@ the language-model input, ``seqrec_no_text``) for the same users. ``recall_rare`
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import sys
 import time
@@ -30,16 +31,16 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.common import delta_io
-from jobs.common.metrics import accuracy, beyond_accuracy
+from jobs.common.metrics import MODEL, model_accuracy, model_beyond_accuracy
 from jobs.common.runlog import StageRecord
 from jobs.common.settings import EvalSettings, LearnSettings, RankSettings
-from jobs.evaluation import PRODUCT, split
+from jobs.evaluation import PRODUCT, evaluation_half, reserves_evaluation_half, split
 from jobs.evaluation.baselines import (als_baseline, cooccurrence_baseline, ease_baseline, popularity_baseline,
                                       vector_baseline)
 from jobs.evaluation.holdout import (DECAY_STAGES, build_features, events_source, history_days, holdout_cfg, holdout_name,
                                      learn_from_holdout, no_decay_values, ranker_features, split_source)
-from jobs.ranking import blend_rank, excluded_pairs
-from jobs.ranking.learn import model_scorer, use_half_lives
+from jobs.ranking import blend_rank, excluded_pairs, store
+from jobs.ranking.learn import model_scorer, saved_scorer, use_half_lives
 from schemas import columns as c
 from schemas import tables as t
 from schemas.components import ablations
@@ -70,19 +71,54 @@ def evaluation_blend(spark: SparkSession, ecfg: Mapping, train: DataFrame, fds: 
             "best_single": f.metrics["best_single"], "best_single_ndcg": f.metrics["best_single_ndcg"]}
 
 
+def night_blend(spark: SparkSession, cfg: Mapping, ds: dt.date, source: str, seed: int) -> dict | None:
+    """The blend the nightly learned for ds, when it was learned on this very split with the
+    evaluation half of the users left out (``jobs.evaluation.splits.evaluation_half``); else None."""
+    fit = store.fit_of(spark, cfg, ds)
+    if fit is None:
+        return None
+    details = json.loads(fit["details"] or "{}")
+    if details.get("split") != source or details.get("reserved") != {"evaluation_half_seed": seed}:
+        log.info("evaluate: the nightly's fit of %s was not learned on this split without the evaluation half; "
+                 "learning one on a nested hold-out", ds)
+        return None
+    scorer = None
+    if fit["learner"] == "gbt" and fit["chosen"] == "learned" and fit["path"]:
+        scorer = saved_scorer(delta_io.in_lake(cfg, fit["path"]))
+    return {"source": "night", "weights": dict(fit["weights"]), "half_lives": dict(fit["half_lives"]),
+            "chosen": fit["chosen"], "scorer": scorer, "validation_ndcg": fit["validation_ndcg"],
+            "fixed_ndcg": fit["fixed_ndcg"], "best_single": fit["best_single"],
+            "best_single_ndcg": fit["best_single_ndcg"]}
+
+
 def evaluate_protocol(spark: SparkSession, cfg: Mapping, ds: dt.date, protocol: str, run_id: str) -> tuple[list, dict]:
     """All models of one protocol; the ``metrics`` rows and the product's blend."""
     ev = EvalSettings.from_config(cfg)
+    ls = LearnSettings.from_config(cfg)
+    # the nightly's own hold-out: its blend learned from the other half of the users, this half is scored
+    half = (protocol == ls.train_protocol and ls.model != "fixed"
+            and reserves_evaluation_half(ls.train_protocol, ev.protocols))
     ks = sorted(int(k) for k in ev.ks)
     kmax = ks[-1]
     events = delta_io.read_table(spark, cfg, "events_clean")
+    t0 = time.monotonic()
     train, test, fds = split(events, protocol, ds, ev.relevant_types, ev.random_ratio, ev.seed)
     train = train.persist(StorageLevel.MEMORY_AND_DISK)
     test = test.persist(StorageLevel.MEMORY_AND_DISK)
+    cached = [train, test]
     try:
         if test.count() == 0:
             log.warning("evaluate %s: no held-out events for %s; skipped", protocol, ds)
             return [], {}
+        held_out_users = test.select(c.USER_ID).distinct().count()
+        if half:
+            test = test.where(evaluation_half(ev.seed)).persist(StorageLevel.MEMORY_AND_DISK)
+            cached.append(test)
+        if ev.max_users is not None and (not half or test.select(c.USER_ID).distinct().count() > ev.max_users) \
+                and held_out_users > ev.max_users:
+            sampled = sample_users(test.select(c.USER_ID).distinct(), ev.max_users, ev.seed)
+            test = test.join(sampled, c.USER_ID).persist(StorageLevel.MEMORY_AND_DISK)
+            cached.append(test)
         users = test.select(c.USER_ID).distinct()
         span = history_days(train, fds)
         catalogue = delta_io.read_table(spark, cfg, "items_clean").count()
@@ -94,15 +130,20 @@ def evaluate_protocol(spark: SparkSession, cfg: Mapping, ds: dt.date, protocol: 
         rare = rare if rare.limit(1).count() else None        # no rare held-out item: no rare metrics
 
         def score(models: Mapping[str, DataFrame]) -> list[tuple]:
-            return _score_models(ds, protocol, run_id, models, test, train, ks, catalogue, vectors, rare)
+            return _score_models(ds, protocol, run_id, models, test, train, ks, catalogue, vectors, rare, ev)
 
         ecfg = holdout_cfg(cfg, holdout_name(protocol), {"rank.top_n": kmax}, span)
         # the split's training events, named so that the nightly's hold-out lake of the same split serves
         source = split_source(events_source(spark, cfg), protocol, ds, ev.relevant_types,
                               **({"ratio": ev.random_ratio, "seed": ev.seed} if protocol == "random_split" else {}))
+        phases = {"split": time.monotonic() - t0}
         # the split's lake first: the blend is learned on a hold-out nested in it
         build_features(spark, cfg, ecfg, train, fds, run_id, source=source)
-        blend = evaluation_blend(spark, ecfg, train, fds, run_id, protocol, ev.relevant_types, source)
+        phases["features"] = time.monotonic() - t0 - sum(phases.values())
+        blend = night_blend(spark, cfg, ds, source, ev.seed) if half else None
+        if blend is None:
+            blend = evaluation_blend(spark, ecfg, train, fds, run_id, protocol, ev.relevant_types, source)
+        phases["blend"] = time.monotonic() - t0 - sum(phases.values())
         rs = RankSettings.from_config(ecfg)
         fixed_half_lives = rs.half_lives
         half_lives = {**fixed_half_lives, **blend["half_lives"]}
@@ -137,6 +178,7 @@ def evaluate_protocol(spark: SparkSession, cfg: Mapping, ds: dt.date, protocol: 
             if "seqrec" in ev.baselines:
                 models["seqrec"] = _sequence_alone(read, users, excluded, fds, kmax, rs)
             rows = score(models)
+        phases["models"] = time.monotonic() - t0 - sum(phases.values())
         if "seqrec_no_text" in ev.baselines:
             # the same training with ID embeddings only, in a lake of its own (sequences rebuilt there)
             tcfg = holdout_cfg(cfg, holdout_name(protocol, "-no_text"),
@@ -149,10 +191,21 @@ def evaluate_protocol(spark: SparkSession, cfg: Mapping, ds: dt.date, protocol: 
             with ranker_features(spark, cfg, ncfg, train, users, fds, run_id, DECAY_STAGES, copy_from=ecfg) as feats:
                 rows += score({f"{PRODUCT}_no_decay": blend_rank(feats, RankSettings.from_config(ncfg),
                                                                  blend["weights"])})
-        return rows, {k: v for k, v in blend.items() if k != "scorer"}
+        phases["rebuilt_variants"] = time.monotonic() - t0 - sum(phases.values())
+        info = {k: v for k, v in blend.items() if k != "scorer"}
+        log.info("evaluate %s: seconds by phase %s", protocol, {k: round(v, 1) for k, v in phases.items()})
+        return rows, {"blend": info, "held_out_users": held_out_users,
+                      "phase_seconds": {k: round(v, 1) for k, v in phases.items()}}
     finally:
-        train.unpersist()
-        test.unpersist()
+        for frame in cached:
+            frame.unpersist()
+
+
+def sample_users(users: DataFrame, n: int, seed: int) -> DataFrame:
+    """``n`` of ``users`` (user_id), chosen by a seeded hash of the id: the same users every night
+    and whatever the partitioning (a top-n by hash, no shuffle of the whole frame)."""
+    return (users.select(c.USER_ID, F.xxhash64(F.col(c.USER_ID), F.lit(seed)).alias("_h"))
+            .orderBy("_h", c.USER_ID).limit(n).select(c.USER_ID))
 
 
 def _sequence_alone(read, users: DataFrame, excluded: DataFrame, fds: dt.date, k: int, rs: RankSettings) -> DataFrame:
@@ -164,25 +217,44 @@ def _sequence_alone(read, users: DataFrame, excluded: DataFrame, fds: dt.date, k
 
 def _score_models(ds: dt.date, protocol: str, run_id: str, models: Mapping[str, DataFrame], test: DataFrame,
                   train: DataFrame, ks: list[int], catalogue: int, vectors: DataFrame,
-                  rare: DataFrame | None) -> list[tuple]:
-    """The metrics rows of each model; ``recall_rare``/``ndcg_rare`` are over the held-out items of
-    ``rare`` (those with few training events; None: there are none)."""
-    rows = []
-    for model, recs in models.items():
-        t0 = time.monotonic()
-        recs = recs.select(c.USER_ID, c.ITEM_ID, "rank").persist(StorageLevel.MEMORY_AND_DISK)
-        acc = accuracy(recs, test, ks)
-        users = int(acc.pop(("users", 0)))
-        values = dict(acc)
-        if rare is not None:
-            on_rare = accuracy(recs, rare, ks)
-            values.update({(f"{m}_rare", k): v for (m, k), v in on_rare.items() if m in ("recall", "ndcg")})
-        values.update(beyond_accuracy(recs, vectors, train, catalogue, ks))
+                  rare: DataFrame | None, ev: EvalSettings) -> list[tuple]:
+    """The metrics rows of every model, all scored in one pass (the rankings side by side under a
+    ``model`` column); ``recall_rare``/``ndcg_rare`` are over the held-out items of ``rare``
+    (those with few training events; None: there are none). Accuracy metrics carry their
+    bootstrap interval over users."""
+    t0 = time.monotonic()
+    names = list(models)
+    recs = None
+    for name, frame in models.items():
+        one = frame.select(F.lit(name).alias(MODEL), c.USER_ID, c.ITEM_ID, "rank")
+        recs = one if recs is None else recs.unionByName(one)
+    recs = recs.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        acc = model_accuracy(recs, test, ks, names, replicates=ev.bootstrap, seed=ev.seed, level=ev.ci_level)
+        on_rare = model_accuracy(recs, rare, ks, names, replicates=ev.bootstrap, seed=ev.seed,
+                                 level=ev.ci_level) if rare is not None else {}
+        beyond = model_beyond_accuracy(recs, vectors, train, catalogue, ks, names)
+    finally:
         recs.unpersist()
-        rows += [(ds, protocol, model, metric, k, float(v), users, run_id) for (metric, k), v in sorted(values.items())]
-        log.info("evaluate %s %s: ndcg@%d %.4f recall@%d %.4f (%d users, %.1fs)", protocol, model, ks[0],
-                 values[("ndcg", ks[0])], ks[0], values[("recall", ks[0])], users, time.monotonic() - t0)
+    rows = []
+    for model in names:
+        values = dict(acc[model])
+        users = int(values.pop(("users", 0))[0])
+        if model in on_rare:
+            values.update({(f"{m}_rare", k): v for (m, k), v in on_rare[model].items() if m in ("recall", "ndcg")})
+        values.update({key: (v, None, None) for key, v in beyond[model].items()})
+        rows += [(ds, protocol, model, metric, k, float(v), users, run_id, lo, hi)
+                 for (metric, k), (v, lo, hi) in sorted(values.items())]
+        log.info("evaluate %s %s: ndcg@%d %.4f [%s] recall@%d %.4f (%d users)", protocol, model, ks[0],
+                 values[("ndcg", ks[0])][0], _interval(values[("ndcg", ks[0])]), ks[0],
+                 values[("recall", ks[0])][0], users)
+    log.info("evaluate %s: %d models scored in %.1fs", protocol, len(names), time.monotonic() - t0)
     return rows
+
+
+def _interval(value: tuple) -> str:
+    _, lo, hi = value
+    return "no interval" if lo is None else f"{lo:.4f} to {hi:.4f}"
 
 
 def run(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, rec: StageRecord | None = None) -> dict:
@@ -193,14 +265,16 @@ def run(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, rec: StageR
     total = 0
     for protocol in protocols:
         t0 = time.monotonic()
-        rows, blend = evaluate_protocol(spark, cfg, ds, protocol, run_id)
+        rows, info = evaluate_protocol(spark, cfg, ds, protocol, run_id)
         if rows:
             delta_io.replace_where(spark.createDataFrame(rows, t.METRICS), cfg, "metrics",
                                    f"ds = DATE'{ds.isoformat()}' AND protocol = '{protocol}'")
         total += len(rows)
         summary["protocols"][protocol] = {
-            "seconds": round(time.monotonic() - t0, 1), "users": rows[0][6] if rows else 0, "blend": blend,
-            "table": {f"{m}.{metric}@{k}": round(v, 4) for _, _, m, metric, k, v, _, _ in rows}}
+            "seconds": round(time.monotonic() - t0, 1), "users": rows[0][6] if rows else 0,
+            "held_out_users": info.get("held_out_users", 0), "blend": info.get("blend", {}),
+            "phase_seconds": info.get("phase_seconds", {}),
+            "table": {f"{m}.{metric}@{k}": round(v, 4) for _, _, m, metric, k, v, *_ in rows}}
     summary["rows"] = total
     summary["line"] = "evaluation: " + ", ".join(f"{p} ({v['users']} users, {v['seconds']} s)"
                                                  for p, v in summary["protocols"].items())

@@ -177,13 +177,19 @@ def metrics_table(spark: SparkSession, cfg: Mapping, ds: dt.date, ks: list[int] 
     ks = ks or sorted({r["k"] for r in rows})
     out = []
     for protocol in [p for p in PROTOCOLS if any(r["protocol"] == p for r in rows)]:
-        sub = {(r["model"], r["metric"], r["k"]): r["value"] for r in rows if r["protocol"] == protocol}
+        mine = {(r["model"], r["metric"], r["k"]): r.asDict() for r in rows if r["protocol"] == protocol}
+        sub = {key: r["value"] for key, r in mine.items()}
         users = next(r["users"] for r in rows if r["protocol"] == protocol)
         cols = [f"{m}@{k}" for k in ks for m in ALL_METRICS]
         models = [m for m in MODELS if any(key[0] == m for key in sub)]
         out.append(f"{protocol} ({users} users)")
-        out.append(f"  {'model':20s}" + "".join(f"{col:>13s}" for col in cols))
+        out.append(f"  {'model':20s}" + "".join(f"{col:>13s}" for col in cols) + f"  ndcg@{ks[0]} interval")
+
+        def interval(m):
+            r = mine.get((m, "ndcg", ks[0])) or {}
+            return f"  {r['ci_low']:.4f}-{r['ci_high']:.4f}" if r.get("ci_low") is not None else ""
+
         for m in models:
             out.append(f"  {m:20s}" + "".join(
-                f"{sub.get((m, metric, k), float('nan')):13.4f}" for k in ks for metric in ALL_METRICS))
+                f"{sub.get((m, metric, k), float('nan')):13.4f}" for k in ks for metric in ALL_METRICS) + interval(m))
     return "\n".join(out)

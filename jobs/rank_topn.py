@@ -30,6 +30,7 @@ from pyspark.sql import functions as F
 from jobs.common import delta_io
 from jobs.common.runlog import StageRecord
 from jobs.common.settings import EvalSettings, LearnSettings, RankSettings
+from jobs.evaluation import reserves_evaluation_half
 from jobs.evaluation.holdout import events_source, learn_from_holdout
 from jobs.ranking import blend_rank, candidate_features, default_list, reason_context, reasons, store
 from jobs.ranking.learn import saved_scorer, settings_with_half_lives
@@ -69,8 +70,11 @@ def blend_for(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str) -> di
         return _from_fit(earlier, "reused")
     t0 = time.monotonic()
     events = delta_io.read_table(spark, cfg, "events_clean")
-    learned = learn_from_holdout(spark, cfg, events, ds, run_id, EvalSettings.from_config(cfg).relevant_types,
-                                 events_source(spark, cfg))
+    ev = EvalSettings.from_config(cfg)
+    # the evaluation scores half the users with this very fit: their held-out events stay out of it
+    reserve = reserves_evaluation_half(ls.train_protocol, ev.protocols)
+    learned = learn_from_holdout(spark, cfg, events, ds, run_id, ev.relevant_types, events_source(spark, cfg),
+                                 evaluation_seed=ev.seed if reserve else None)
     if learned.fitted is not None:
         row = store.record(spark, cfg, ds, learned, run_id, time.monotonic() - t0)
         return _from_fit(row, "learned", FIT_KEYS + SCORE_KEYS, labels=learned.labels)

@@ -155,7 +155,8 @@ def evaluation(spark: SparkSession, cfg: Mapping, ds: dt.date) -> list[dict]:
     if "metrics" not in TABLES:
         return []
     rows = delta_io.read_table(spark, cfg, "metrics").where(F.col(c.DS) == F.lit(ds)).collect()
-    return [{k: r[k] for k in ("protocol", "model", "metric", "k", "value")} for r in rows]
+    return [{k: r.asDict().get(k) for k in ("protocol", "model", "metric", "k", "value", "users", "ci_low", "ci_high")}
+            for r in rows]
 
 
 def blend_summary(spark: SparkSession, cfg: Mapping, ds: dt.date, blend: Mapping | None, table: str) -> dict | None:
@@ -275,14 +276,22 @@ code{background:#f4f4f4;padding:1px 4px}"""
 
 def evaluation_table(rows: list[dict]) -> str:
     """Metrics pivoted: one row per (protocol, model), one column per metric@K."""
-    values = {(r["protocol"], r["model"], r["metric"], r["k"]): r["value"] for r in rows}
+    values = {(r["protocol"], r["model"], r["metric"], r["k"]): r for r in rows}
     ks = sorted({r["k"] for r in rows})
     cols = [(m, k) for k in ks for m in ALL_METRICS]
     keys = sorted({(r["protocol"], r["model"]) for r in rows},
                   key=lambda pm: (pm[0], MODELS.index(pm[1]) if pm[1] in MODELS else 99, pm[1]))
-    return _table(["protocol", "model", *[f"{m}@{k}" for m, k in cols]],
-                  [[p, m, *[f"{values[(p, m, met, k)]:.4f}" if (p, m, met, k) in values else "" for met, k in cols]]
-                   for p, m in keys])
+    first = ks[0] if ks else 0
+
+    def interval(p, m):
+        r = values.get((p, m, "ndcg", first))
+        return f"{r['ci_low']:.4f} to {r['ci_high']:.4f}" if r and r.get("ci_low") is not None else ""
+
+    users = {(r["protocol"], r["model"]): r.get("users") for r in rows}
+    return _table(["protocol", "model", "users", *[f"{m}@{k}" for m, k in cols], f"ndcg@{first} interval"],
+                  [[p, m, users.get((p, m)) or "",
+                    *[f"{values[(p, m, met, k)]['value']:.4f}" if (p, m, met, k) in values else "" for met, k in cols],
+                    interval(p, m)] for p, m in keys])
 
 
 def render_html(report: dict) -> str:

@@ -5,9 +5,9 @@
 
 For each suite in ``schemas/expectations.py`` the stage reads the rows of the run (the date's
 partition, the clean window, or the whole table), adds the suite's helper columns and runs the
-suite through a GX Checkpoint. Per table it writes the JSON result to ``<lake>/_dq/<ds>/``, the
-Checkpoint updates the Data Docs HTML site (``dq.docs_dir``), and one row per expectation is
-appended to ``dq_results`` (with the Delta version validated). When an ``error`` expectation
+suite through a GX Checkpoint. Per table it writes the JSON result to ``<lake>/_dq/<ds>/`` and
+appends one row per expectation to ``dq_results`` (with the Delta version validated); the Data
+Docs HTML site (``dq.docs_dir``) is rebuilt once with every table's result. When an ``error`` expectation
 fails the stage records everything and then exits 3; publish refuses a date whose staged
 recommendations have not passed at their current version, so the published partition stays as
 it was.
@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 
 STAGE = "validate"
 DATASOURCE = "recjobs"
+# BASIC: counts, observed values and up to dq.partial_unexpected example values per expectation;
+# SUMMARY would add the counts of each example value, one more Spark query per expectation
+RESULT_FORMAT = "BASIC"
 
 
 def gx_context(docs_dir: str):
@@ -76,9 +79,9 @@ def _batch_definition(asset):
 
 
 def run_suite(context, suite: Suite, sctx: SuiteContext, df: DataFrame, run_name: str,
-              partial_unexpected: int) -> dict:
-    """Run one suite on ``df`` through a Checkpoint (which also updates Data Docs); the result
-    as a JSON-able dict."""
+              partial_unexpected: int) -> tuple[dict, object]:
+    """Run one suite on ``df`` through a Checkpoint; the result as a JSON-able dict, and the key
+    of the stored (HTML-escaped) result, for :func:`build_docs`."""
     import great_expectations as gx
     from great_expectations.core.run_identifier import RunIdentifier
 
@@ -90,7 +93,7 @@ def run_suite(context, suite: Suite, sctx: SuiteContext, df: DataFrame, run_name
         gx.ValidationDefinition(name=suite.name, data=batch, suite=gx_suite))
     checkpoint = context.checkpoints.add_or_update(gx.Checkpoint(
         name=f"recjobs-{suite.name}", validation_definitions=[definition], actions=[],
-        result_format={"result_format": "SUMMARY", "partial_unexpected_count": partial_unexpected}))
+        result_format={"result_format": RESULT_FORMAT, "partial_unexpected_count": partial_unexpected}))
     result = checkpoint.run(batch_parameters={"dataframe": df}, run_id=RunIdentifier(run_name=run_name))
     ((key, only),) = result.run_results.items()
     out = only.to_json_dict()
@@ -98,8 +101,14 @@ def run_suite(context, suite: Suite, sctx: SuiteContext, df: DataFrame, run_name
     # <script> ran in the page): they are built from a copy whose values are HTML-escaped.
     escape_values(only)
     context.validation_results_store.set(key, only)
-    context.build_data_docs(resource_identifiers=[key])
-    return out
+    return out, key
+
+
+def build_docs(context, keys: list) -> None:
+    """Update the Data Docs site with the run's results, all in one build (the index page is
+    rendered once per run, not once per table)."""
+    if keys:
+        context.build_data_docs(resource_identifiers=keys)
 
 
 def _escaped(value):
@@ -213,15 +222,16 @@ def run(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, rec: StageR
     context = gx_context(dq.docs_dir)
     sctx = suite_context(spark, cfg, ds, cs, dq)
     out_dir = f"{delta_io.lake_root(cfg)}/_dq/{ds.isoformat()}"
-    rows, per_table = [], {}
+    rows, per_table, keys = [], {}, []
     for name in names:
         suite = SUITES[name]
         df, version = suite_frame(spark, cfg, suite, sctx, cs)
         checked = suite.derive(df, sctx).persist(StorageLevel.MEMORY_AND_DISK)
         try:
             n_rows = checked.count()
-            result = run_suite(context, suite, sctx, checked, f"{ds.isoformat()}-{run_id}",
-                               dq.partial_unexpected)
+            result, key = run_suite(context, suite, sctx, checked, f"{ds.isoformat()}-{run_id}",
+                                    dq.partial_unexpected)
+            keys.append(key)
         finally:
             checked.unpersist()
         at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
@@ -243,6 +253,7 @@ def run(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, rec: StageR
         log.info("validated %s (%d rows, version %s): %d expectations, %d error and %d warn failures",
                  name, n_rows, version, len(table_rows), per_table[name]["failed_error"],
                  per_table[name]["failed_warn"])
+    build_docs(context, keys)
     if rows:
         delta_io.append(spark.createDataFrame(rows, t.DQ_RESULTS), cfg, "dq_results")
     failed_error = sum(v["failed_error"] for v in per_table.values())

@@ -327,6 +327,10 @@ METRICS = _s(
     ("value", DoubleType(), False),
     ("users", LongType(), False),                # users evaluated
     (c.RUN_ID, StringType(), False),
+    # the eval.ci_level bootstrap interval over users (eval.bootstrap resamples); null for the
+    # catalogue-level metrics (coverage, diversity, novelty) and when the bootstrap is off
+    ("ci_low", DoubleType(), True),
+    ("ci_high", DoubleType(), True),
 )
 
 # One row per trained sequence model (train_seqrec): how it was trained and how it validated.

@@ -1,13 +1,14 @@
 """The learned blend: fitted from each night's own hold-out, recorded, used, and never below its best
 single component; its hold-out never sees what it is labelled with; falling back in order."""
 import datetime as dt
+import json
 
 import pytest
 from pyspark.sql import functions as F
 
 from jobs.common import delta_io
 from jobs.common.config import with_values
-from jobs.evaluation import split
+from jobs.evaluation import evaluation_half, split
 from jobs.rank_topn import blend_for
 from schemas.components import names
 
@@ -96,8 +97,17 @@ def test_the_evaluation_puts_the_learned_blend_next_to_the_fixed_one(spark, nigh
             .where((F.col("ds") == F.lit(night.ds)) & (F.col("protocol") == "leave_last_out")
                    & (F.col("metric") == "ndcg") & (F.col("k") == 10)).collect()}
     assert {"blend", "blend_fixed"} <= set(ndcg)
-    blend = night.out["results"]["evaluate"]["protocols"]["leave_last_out"]["blend"]
-    assert blend["source"] in ("learned", "fallback_fixed")
+    llo = night.out["results"]["evaluate"]["protocols"]["leave_last_out"]
+    # the night's own blend, learned without the evaluation half's held-out events, scores that half
+    assert llo["blend"]["source"] == "night"
+    fit = _fit(spark, night)
+    assert json.loads(fit["details"])["reserved"] == {"evaluation_half_seed": night.cfg["eval"]["seed"]}
+    assert llo["blend"]["weights"] == pytest.approx(dict(fit["weights"]))
+    events = delta_io.read_table(spark, night.cfg, "events_clean")
+    _, held, _ = split(events, "leave_last_out", night.ds, night.cfg["eval"]["relevant_types"])
+    half = held.where(evaluation_half(night.cfg["eval"]["seed"])).select("user_id").distinct().count()
+    assert llo["held_out_users"] == held.select("user_id").distinct().count() and llo["users"] == half
+    assert 0.35 < half / llo["held_out_users"] < 0.65
 
 
 def test_a_rerun_of_the_date_gives_the_same_recommendations(spark, shape_night):

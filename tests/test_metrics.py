@@ -81,3 +81,82 @@ def test_random_split_holds_out_whole_user_item_pairs(spark):
     assert train.count() + 2 * held.count() == events.count()
     again = split(events, "random_split", day, ["purchase"], random_ratio=0.5, seed=3)[1].select("user_id", "item_id").distinct()
     assert again.exceptAll(held).count() == 0                               # seeded: the same split
+
+
+def test_several_models_scored_at_once_match_each_scored_alone(spark, frames):
+    from pyspark.sql import functions as F
+
+    from jobs.common.metrics import model_accuracy, model_beyond_accuracy
+
+    recs, truth = frames
+    other = spark.createDataFrame([("a", "i4", 1), ("c", "i9", 1), ("c", "i2", 2)], "user_id string, item_id string, rank int")
+    both = recs.withColumn("model", F.lit("one")).unionByName(other.withColumn("model", F.lit("two")))
+    got = model_accuracy(both, truth, [3, 1], ["one", "two", "none"])
+    for name, alone in (("one", recs), ("two", other)):
+        single = accuracy(alone, truth, [3, 1])
+        assert {k: v[0] for k, v in got[name].items()} == pytest.approx(single)
+    # a model without any ranking scores zeros for every user (and counts them)
+    assert got["none"][("users", 0)][0] == 3 and got["none"][("ndcg", 3)][0] == 0.0
+    vectors = spark.createDataFrame([(f"i{n}", [1.0, 0.0] if n % 2 else [0.0, 1.0]) for n in range(10)],
+                                    "item_id string, embedding array<double>")
+    beyond = model_beyond_accuracy(both, vectors, truth, 10, [3], ["one", "two"])
+    assert beyond["two"] == pytest.approx(beyond_accuracy(other, vectors, truth, 10, [3]))
+    assert beyond["one"] == pytest.approx(beyond_accuracy(recs, vectors, truth, 10, [3]))
+
+
+def test_poisson_weights_are_a_function_of_the_user_alone():
+    import numpy as np
+    import pandas as pd
+
+    from jobs.common.metrics import poisson_weights
+
+    users = pd.Series([f"u{i}" for i in range(4000)])
+    w = poisson_weights(users, 50, seed=3)
+    assert w.shape == (4000, 50) and w.min() >= 0
+    assert abs(w.mean() - 1.0) < 0.02 and abs(w.var() - 1.0) < 0.05           # Poisson(1)
+    # the same user gets the same weights in any batch (partition), another seed others
+    np.testing.assert_array_equal(poisson_weights(users.iloc[[7, 3]].reset_index(drop=True), 50, 3), w[[7, 3]])
+    assert not np.array_equal(poisson_weights(users[:10], 50, 4), w[:10])
+
+
+def test_bootstrap_interval_brackets_the_mean_and_narrows_with_more_users(spark):
+    import random
+
+    from jobs.common.metrics import model_accuracy
+
+    def run(n_users):
+        rng = random.Random(5)
+        recs = [(f"u{u}", f"i{rng.randrange(20)}", r + 1) for u in range(n_users) for r in range(5)]
+        truth = [(f"u{u}", f"i{rng.randrange(20)}") for u in range(n_users)]
+        r = spark.createDataFrame(recs, "user_id string, item_id string, rank int").repartition(3)
+        t = spark.createDataFrame(truth, "user_id string, item_id string")
+        from pyspark.sql import functions as F
+        return model_accuracy(r.withColumn("model", F.lit("m")), t, [5], ["m"], replicates=200, seed=1)["m"]
+
+    small, large = run(100), run(1600)
+    for got in (small, large):
+        mean, lo, hi = got[("recall", 5)]
+        assert lo < mean < hi
+    width = lambda g: g[("recall", 5)][2] - g[("recall", 5)][1]  # noqa: E731
+    # the interval shrinks like 1/sqrt(users): 16x the users, about a quarter of the width
+    assert 0.15 < width(large) / width(small) < 0.4
+    assert run(100) == small                                              # seeded: the same interval again
+
+
+def test_next_day_trains_before_the_day_and_tests_on_its_relevant_events(spark):
+    import datetime as dt
+
+    from pyspark.sql import functions as F
+
+    from jobs.evaluation import split
+
+    day = dt.date(2026, 6, 30)
+    first = dt.date(2026, 6, 28)
+    rows = [(f"e{u}{d}{t}", f"u{u}", f"i{(u + d) % 7}", t, dt.datetime(2026, 6, 28, 12) + dt.timedelta(days=d),
+             first + dt.timedelta(days=d)) for u in range(5) for d in range(4) for t in ("view", "purchase")]
+    events = spark.createDataFrame(rows, "event_id string, user_id string, item_id string, event_type string, "
+                                         "event_ts timestamp, event_date date")
+    train, test, fds = split(events, "next_day", day, ["purchase"])
+    assert fds == day - dt.timedelta(days=1)
+    assert train.agg(F.max("event_date")).first()[0] == fds and train.count() == 5 * 2 * 2
+    assert {r["event_id"] for r in test.collect()} == {f"e{u}2purchase" for u in range(5)}   # ds's purchases only

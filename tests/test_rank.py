@@ -273,9 +273,40 @@ def test_sql_command_sees_every_table(spark, lake, capsys):
 @pytest.fixture(scope="module")
 def evaluated(spark, lake):
     cfg, _, _ = lake
-    ecfg = with_values(cfg, {"eval.protocols": ["leave_last_out", "next_day"], "eval.ablations": ["no_lm", "no_decay"],
-                             "eval.baselines": ["popularity", "cooccurrence", "als", "ease"], "eval.ks": [10]})
+    relevant_users = _relevant_users(spark, cfg)
+    # eval.max_users below the evaluation half of the held-out users: leave-last-out scores a sample of it
+    ecfg = with_values(cfg, {"eval.protocols": ["leave_last_out"], "eval.ablations": ["no_lm", "no_decay"],
+                             "eval.baselines": ["popularity", "cooccurrence", "als", "ease"], "eval.ks": [10],
+                             "eval.max_users": relevant_users // 2 - 15, "eval.bootstrap": 100})
     return ecfg, run_stage(spark, ecfg, "evaluate", DS, "run-eval")
+
+
+def _relevant_users(spark, cfg) -> int:
+    events = delta_io.read_table(spark, cfg, "events_clean")
+    return (events.where((F.col("event_date") <= DS) & F.col("event_type").isin(cfg["eval"]["relevant_types"]))
+            .select("user_id").distinct().count())
+
+
+def test_the_evaluation_scores_a_seeded_sample_of_users_with_intervals(spark, evaluated):
+    from jobs.evaluate import sample_users
+
+    cfg, summary = evaluated
+    llo = summary["protocols"]["leave_last_out"]
+    assert llo["held_out_users"] == _relevant_users(spark, cfg) and llo["users"] == cfg["eval"]["max_users"]
+    rows = (delta_io.read_table(spark, cfg, "metrics").where((F.col("ds") == DS) & (F.col("protocol") == "leave_last_out"))
+            .collect())
+    assert {r["users"] for r in rows} == {cfg["eval"]["max_users"]}
+    for r in rows:
+        if r["metric"] in ("coverage", "diversity", "novelty"):
+            assert r["ci_low"] is None and r["ci_high"] is None
+        else:
+            assert r["ci_low"] <= r["value"] <= r["ci_high"], r
+    wide = [r for r in rows if r["metric"] == "ndcg" and r["model"] in ("blend", "popularity")]
+    assert all(r["ci_high"] > r["ci_low"] for r in wide)
+    users = delta_io.read_table(spark, cfg, "events_clean").select("user_id").distinct()
+    first = {r["user_id"] for r in sample_users(users, 40, 17).collect()}
+    assert len(first) == 40 and first == {r["user_id"] for r in sample_users(users.repartition(5), 40, 17).collect()}
+    assert first != {r["user_id"] for r in sample_users(users, 40, 18).collect()}
 
 
 def test_blend_beats_popularity_and_cooccurrence_under_leave_last_out(spark, evaluated):
@@ -296,8 +327,7 @@ def test_leave_last_out_holds_out_one_event_per_user_and_never_trains_on_it(spar
     cfg, _ = evaluated
     events = delta_io.read_table(spark, cfg, "events_clean")
     _, test, fds = split(events, "leave_last_out", DS, cfg["eval"]["relevant_types"])
-    relevant_users = (events.where((F.col("event_date") <= DS) & F.col("event_type").isin(cfg["eval"]["relevant_types"]))
-                      .select("user_id").distinct().count())
+    relevant_users = _relevant_users(spark, cfg)
     per_user = test.groupBy("user_id").count()
     assert per_user.count() == relevant_users and per_user.where("count != 1").count() == 0 and fds == DS
     held = test.select("user_id", F.col("event_id").alias("held_id"), F.col("event_ts").alias("held_ts"))

@@ -74,3 +74,40 @@ def test_texts_longer_than_the_model_allows_are_truncated(tiny):
     long = EncoderSettings(model=tiny.model, max_length=10_000)       # tiny model: 128 positions
     vec = TextEncoder(long).encode(["running shoes " * 500])
     assert vec.shape == (1, 32) and abs(float(np.linalg.norm(vec)) - 1.0) < 1e-5
+
+
+@pytest.mark.parametrize("runtime", ["torch-int8", "onnx"])
+def test_cpu_runtimes_give_unit_vectors_close_to_float32_in_input_order(tiny, runtime, tmp_path, monkeypatch):
+    monkeypatch.setenv("RECJOBS_ONNX_CACHE", str(tmp_path / "onnx"))
+    ref = TextEncoder(tiny).encode(TEXTS)
+    enc = TextEncoder(EncoderSettings(model=tiny.model, batch_size=3, max_length=32, runtime=runtime))
+    assert enc.runtime == runtime
+    got = enc.encode(TEXTS)
+    assert got.shape == ref.shape
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-4)
+    cosine = np.sum(got * ref, axis=1)
+    assert cosine.min() > (0.999 if runtime == "onnx" else 0.95), cosine      # ONNX: the same float32 maths
+    # "running shoes" twice, in different batches: int8 scales activations per batch, so close, not equal
+    np.testing.assert_allclose(got[0], got[6], atol=1e-5 if runtime == "onnx" else 3e-2)
+    if runtime == "onnx":
+        assert len(list((tmp_path / "onnx").glob("*.onnx"))) == 1               # exported once, kept
+        again = TextEncoder(EncoderSettings(model=tiny.model, batch_size=3, max_length=32, runtime=runtime))
+        np.testing.assert_allclose(again.encode(TEXTS), got, atol=1e-6)
+
+
+def test_the_runtime_is_checked_and_named_in_the_vectors_revision(tiny_model_dir, monkeypatch):
+    torch_ref = model_ref(load_config(values={"encoder": {"model": tiny_model_dir, "runtime": "torch"}}))
+    int8 = model_ref(load_config(values={"encoder": {"model": tiny_model_dir, "runtime": "torch-int8"}}))
+    assert int8.revision == f"{torch_ref.revision}+torch-int8"          # a change of runtime re-encodes
+    with pytest.raises(ConfigError, match="encoder.runtime"):
+        model_ref(load_config(values={"encoder": {"model": tiny_model_dir, "runtime": "tensorrt"}}))
+    import importlib.util
+
+    auto = load_config(values={"encoder": {"model": tiny_model_dir, "runtime": "auto"}})
+    assert model_ref(auto).settings.runtime == "onnx"                 # ONNX Runtime is installed here
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"recjobs\[onnx\]"):
+        model_ref(load_config(values={"encoder": {"model": tiny_model_dir, "runtime": "onnx"}}))
+    assert model_ref(auto).settings.runtime == "torch"                # without it, auto is torch
+    assert model_ref(auto).revision == torch_ref.revision

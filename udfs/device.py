@@ -148,7 +148,8 @@ class LoadedModel:
     def __init__(self, settings) -> None:
         import torch
 
-        folder, self.model_id = resolve_model(settings.model, settings.conf_key)
+        self.folder, self.model_id = resolve_model(settings.model, settings.conf_key)
+        folder = self.folder
         self.settings = settings
         self.device = pick_device(settings.device)
         self.tokenizer, self.model = load_hf(self.kind, folder, self.device, settings.half_precision)

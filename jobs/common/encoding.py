@@ -1,6 +1,8 @@
 """Driver-side helpers shared by the encoding jobs: model checks and running the encoder UDF."""
 from __future__ import annotations
 
+import dataclasses
+import importlib.util
 import logging
 from dataclasses import dataclass
 from typing import Mapping
@@ -10,7 +12,7 @@ from pyspark.sql import functions as F
 
 from jobs.common.errors import ConfigError
 from udfs.models import ModelNotFound, model_info, resolve_model
-from udfs.text_encoder import EncoderSettings, encoder_udf
+from udfs.text_encoder import ONNX_MISSING, RUNTIMES, EncoderSettings, encoder_udf, resolve_runtime
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +40,21 @@ def model_ref(cfg: Mapping) -> ModelRef:
     if int(enc["batch_size"]) < 1 or int(enc["max_length"]) < 1:
         raise ConfigError("encoder.batch_size and encoder.max_length must be at least 1")
     settings = EncoderSettings.from_config(enc)
+    if settings.runtime not in RUNTIMES:
+        raise ConfigError(f"encoder.runtime must be one of {', '.join(RUNTIMES)}, got {settings.runtime!r}")
+    if settings.runtime == "onnx" and importlib.util.find_spec("onnxruntime") is None:
+        raise ConfigError(ONNX_MISSING)
+    # the workers run what the driver resolved (auto: onnx where ONNX Runtime is installed)
+    settings = dataclasses.replace(settings, runtime=resolve_runtime(settings.runtime))
     try:
         folder, model_id = resolve_model(settings.model, settings.conf_key)
     except ModelNotFound as exc:
         raise ConfigError(str(exc)) from None
     info = model_info(folder)
-    log.info("encoder %s (revision %s, dim %d)", model_id, info["revision"], info["dim"])
-    return ModelRef(settings, model_id, info["revision"], info["dim"])
+    # vectors of another runtime differ a little: the revision names it, so a change re-encodes
+    revision = info["revision"] if settings.runtime == "torch" else f"{info['revision']}+{settings.runtime}"
+    log.info("encoder %s (revision %s, dim %d, runtime %s)", model_id, revision, info["dim"], settings.runtime)
+    return ModelRef(settings, model_id, revision, info["dim"])
 
 
 def encode_column(df: DataFrame, text_col: str, out_col: str, ref: ModelRef, rows: int,

@@ -13,11 +13,20 @@ in rank order, the set of relevant items), with binary relevance and the definit
 
 Users with relevant items but no predictions count with zeros; users without relevant items
 are not evaluated.
+
+Several rankings are scored at once (:func:`model_accuracy`, :func:`model_beyond_accuracy`: one
+set of Spark jobs for every model instead of one per model), and each accuracy mean gets a
+confidence interval by a Poisson bootstrap over users (:func:`bootstrap_intervals`): replicate
+``b`` weighs user ``u`` by a Poisson(1) count drawn from a hash of (u, b, seed), the same for
+every model (paired), so the replicate means are sums over users that Spark adds up per
+partition; only (models x replicates) sums reach the driver.
 """
 from __future__ import annotations
 
 from typing import Iterable, Sequence
 
+import numpy as np
+import pandas as pd
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
@@ -65,22 +74,154 @@ def user_metrics(pred: Column, rel: Column, k: int) -> dict[str, Column]:
     }
 
 
+MODEL = "model"
+
+
+def metric_column(name: str, k: int) -> str:
+    """The column of metric ``name`` at cut-off ``k`` in :func:`user_metric_frame`."""
+    return f"{name}_at_{k}"
+
+
+def user_metric_frame(recs: DataFrame, truth: DataFrame, ks: Iterable[int], models: Sequence[str],
+                      by: str = MODEL) -> DataFrame:
+    """(``by``, user_id, one column per accuracy metric and K) for every user in ``truth``
+    (user_id, item_id) and every name in ``models``; ``recs``: (``by``, user_id, item_id, rank).
+    A model without a ranking for a user counts zeros for them."""
+    names = truth.sparkSession.createDataFrame([(m,) for m in models], f"{by} string")
+    joined = (relevant_sets(truth).crossJoin(F.broadcast(names))
+              .join(ranked_lists(recs, keys=(by, c.USER_ID)), [by, c.USER_ID], "left")
+              .withColumn("pred", F.coalesce("pred", F.array().cast("array<string>"))))
+    cols = [col.alias(metric_column(name, int(k))) for k in ks
+            for name, col in user_metrics(F.col("pred"), F.col("rel"), int(k)).items()]
+    return joined.select(by, c.USER_ID, *cols)
+
+
+def model_accuracy(recs: DataFrame, truth: DataFrame, ks: Iterable[int], models: Sequence[str], by: str = MODEL,
+                   replicates: int = 0, seed: int = 0, level: float = 0.95) -> dict[str, dict]:
+    """Per model: ``{(metric, k): (mean, low, high)}`` over the users in ``truth``, plus
+    ``("users", 0)``; (low, high) is the ``level`` bootstrap interval over users (``replicates``
+    resamples; 0: None, None). Two Spark jobs (three with the bootstrap) for all models."""
+    ks = [int(k) for k in ks]
+    per_user = user_metric_frame(recs, truth, ks, models, by).persist()
+    try:
+        cols = [metric_column(name, k) for k in ks for name in ACCURACY]
+        means = {r[by]: r for r in per_user.groupBy(by).agg(
+            F.count("*").alias("_users"), *[F.avg(x).alias(x) for x in cols]).collect()}   # a row a model
+        intervals = bootstrap_intervals(per_user, cols, by, replicates, seed, level) if replicates else {}
+    finally:
+        per_user.unpersist()
+    out = {}
+    for m in models:
+        row = means.get(m)
+        got = {("users", 0): (float(row["_users"]) if row else 0.0, None, None)}
+        for k in ks:
+            for name in ACCURACY:
+                lo, hi = intervals.get((m, metric_column(name, k)), (None, None))
+                got[(name, k)] = (float((row[metric_column(name, k)] if row else 0.0) or 0.0), lo, hi)
+        out[m] = got
+    return out
+
+
 def accuracy(recs: DataFrame, truth: DataFrame, ks: Iterable[int]) -> dict[tuple[str, int], float]:
     """Mean of each accuracy metric at each K over the users in ``truth`` (user_id, item_id).
 
     ``recs``: (user_id, item_id, rank). Returns {(metric, k): value} plus ("users", 0).
     """
-    joined = (relevant_sets(truth).join(ranked_lists(recs), c.USER_ID, "left")
-              .withColumn("pred", F.coalesce("pred", F.array().cast("array<string>"))))
-    exprs = [F.count("*").alias("users")]
-    for k in ks:
-        for name, col in user_metrics(F.col("pred"), F.col("rel"), int(k)).items():
-            exprs.append(F.avg(col).alias(f"{name}@{k}"))
-    row = joined.agg(*exprs).first().asDict()
-    out = {("users", 0): float(row.pop("users") or 0)}
-    for key, value in row.items():
-        name, k = key.split("@")
-        out[(name, int(k))] = float(value or 0.0)
+    got = model_accuracy(recs.withColumn(MODEL, F.lit("_")), truth, ks, ["_"])["_"]
+    return {key: v[0] for key, v in got.items()}
+
+
+# Poisson(1) cumulative probabilities: a uniform u draws the count searchsorted(CDF, u).
+_POISSON1_CDF = np.cumsum([np.exp(-1.0) / np.prod(np.arange(1, n + 1)) for n in range(20)])
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser, element-wise on uint64 (wrapping arithmetic)."""
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def poisson_weights(user_ids: pd.Series, replicates: int, seed: int) -> np.ndarray:
+    """(users x replicates) Poisson(1) counts, a function of (user id, replicate, seed) alone, so
+    the same user gets the same weights in every partition, model and run."""
+    h = pd.util.hash_pandas_object(user_ids.astype(str), index=False).to_numpy(np.uint64)
+    b = np.arange(1, replicates + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    with np.errstate(over="ignore"):
+        x = _mix64(_mix64(h[:, None] ^ b[None, :]) ^ np.uint64(seed & 0xFFFFFFFF))
+    u = (x >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+    return np.searchsorted(_POISSON1_CDF, u, side="right").astype(np.float64)
+
+
+def bootstrap_intervals(per_user: DataFrame, cols: Sequence[str], by: str = MODEL, replicates: int = 200,
+                        seed: int = 0, level: float = 0.95) -> dict[tuple[str, str], tuple[float, float]]:
+    """``{(model, col): (low, high)}``: the percentile interval of each column's mean over users
+    across ``replicates`` Poisson-bootstrap resamples of the users of ``per_user`` (``by``,
+    user_id, ``cols``). Each partition adds up its users' weighted values per replicate; the
+    driver gets one row per (model, replicate)."""
+    cols = list(cols)
+    schema = ", ".join([f"{by} string", "_b int", "_n double", *[f"{x} double" for x in cols]])
+
+    def partial(batches):
+        for pdf in batches:
+            if not len(pdf):
+                continue
+            weights = poisson_weights(pdf[c.USER_ID], replicates, seed)
+            values = np.nan_to_num(pdf[cols].to_numpy(np.float64))
+            for model, idx in pdf.groupby(by).indices.items():
+                w = weights[idx]
+                sums = w.T @ values[idx]                                   # replicates x cols
+                yield pd.DataFrame({by: model, "_b": np.arange(replicates, dtype=np.int32), "_n": w.sum(axis=0),
+                                    **{x: sums[:, j] for j, x in enumerate(cols)}})
+
+    sums = (per_user.select(by, c.USER_ID, *cols).mapInPandas(partial, schema)
+            .groupBy(by, "_b").agg(F.sum("_n").alias("_n"), *[F.sum(x).alias(x) for x in cols]))
+    rows = sums.collect()                                        # models x replicates rows
+    frame = pd.DataFrame([r.asDict() for r in rows])
+    out = {}
+    if frame.empty:
+        return out
+    tail = (1.0 - level) / 2.0 * 100.0
+    for model, g in frame.groupby(by):
+        n = g["_n"].to_numpy()
+        ok = n > 0
+        for x in cols:
+            means = g[x].to_numpy()[ok] / n[ok]
+            if len(means):
+                lo, hi = np.percentile(means, [tail, 100.0 - tail])
+                out[(model, x)] = (float(lo), float(hi))
+    return out
+
+
+def model_beyond_accuracy(recs: DataFrame, item_vectors: DataFrame, train: DataFrame, catalogue_size: int,
+                          ks: Iterable[int], models: Sequence[str], by: str = MODEL) -> dict[str, dict]:
+    """:func:`beyond_accuracy` of every model in ``recs`` (``by``, user_id, item_id, rank) at
+    once: ``{model: {(metric, k): value}}``, three Spark jobs for all of them."""
+    ks = sorted(int(k) for k in ks)
+    cov = {r[by]: r for r in recs.groupBy(by).agg(
+        *[F.countDistinct(F.when(F.col("rank") <= k, F.col(c.ITEM_ID))).alias(f"c{k}") for k in ks]).collect()}
+    top = recs.where(F.col("rank") <= ks[-1]).join(item_vectors.select(c.ITEM_ID, F.col("embedding").alias("_v")),
+                                                   c.ITEM_ID)
+    a = top.select(by, c.USER_ID, F.col("rank").alias("_ra"), F.col("_v").alias("_va"))
+    b = top.select(by, c.USER_ID, F.col("rank").alias("_rb"), F.col("_v").alias("_vb"))
+    dist = 1.0 - _sum(F.zip_with("_va", "_vb", lambda x, y: x * y))
+    per_user = (a.join(b, [by, c.USER_ID]).where(F.col("_ra") < F.col("_rb")).groupBy(by, c.USER_ID)
+                .agg(*[F.avg(F.when(F.col("_rb") <= k, dist)).alias(f"d{k}") for k in ks]))
+    div = {r[by]: r for r in per_user.groupBy(by).agg(*[F.avg(f"d{k}").alias(f"d{k}") for k in ks]).collect()}
+    n_users = train.select(c.USER_ID).distinct().count()
+    pop = train.groupBy(c.ITEM_ID).agg(F.countDistinct(c.USER_ID).alias("_n"))
+    info = -F.log2((F.coalesce("_n", F.lit(0)) + 1.0) / F.lit(n_users + 1.0))
+    nov = {r[by]: r for r in recs.join(pop, c.ITEM_ID, "left").groupBy(by)
+           .agg(*[F.avg(F.when(F.col("rank") <= k, info)).alias(f"n{k}") for k in ks]).collect()}
+    out = {}
+    for m in models:
+        got = {}
+        for k in ks:
+            covered = cov[m][f"c{k}"] if m in cov else 0
+            got[("coverage", k)] = covered / catalogue_size if catalogue_size else 0.0
+            got[("diversity", k)] = float((div[m][f"d{k}"] if m in div else 0.0) or 0.0)
+            got[("novelty", k)] = float((nov[m][f"n{k}"] if m in nov else 0.0) or 0.0)
+        out[m] = got
     return out
 
 
@@ -94,22 +235,5 @@ def beyond_accuracy(recs: DataFrame, item_vectors: DataFrame, train: DataFrame, 
     - novelty@K: mean self-information -log2 p(item) of the top-K items, p = share of training
       users who had the item (add-one smoothed, so unseen items are the most novel).
     """
-    ks = sorted(int(k) for k in ks)
-    cov = recs.agg(*[F.countDistinct(F.when(F.col("rank") <= k, F.col(c.ITEM_ID))).alias(f"c{k}") for k in ks]).first()
-    out = {("coverage", k): (cov[f"c{k}"] / catalogue_size if catalogue_size else 0.0) for k in ks}
-    top = recs.where(F.col("rank") <= ks[-1]).join(item_vectors.select(c.ITEM_ID, F.col("embedding").alias("_v")),
-                                                   c.ITEM_ID)
-    a = top.select(c.USER_ID, F.col("rank").alias("_ra"), F.col("_v").alias("_va"))
-    b = top.select(c.USER_ID, F.col("rank").alias("_rb"), F.col("_v").alias("_vb"))
-    dist = 1.0 - _sum(F.zip_with("_va", "_vb", lambda x, y: x * y))
-    per_user = (a.join(b, c.USER_ID).where(F.col("_ra") < F.col("_rb")).groupBy(c.USER_ID)
-                .agg(*[F.avg(F.when(F.col("_rb") <= k, dist)).alias(f"d{k}") for k in ks]))
-    div = per_user.agg(*[F.avg(f"d{k}").alias(f"d{k}") for k in ks]).first()
-    out.update({("diversity", k): float(div[f"d{k}"] or 0.0) for k in ks})
-    n_users = train.select(c.USER_ID).distinct().count()
-    pop = train.groupBy(c.ITEM_ID).agg(F.countDistinct(c.USER_ID).alias("_n"))
-    info = -F.log2((F.coalesce("_n", F.lit(0)) + 1.0) / F.lit(n_users + 1.0))
-    nov = (recs.join(pop, c.ITEM_ID, "left")
-           .agg(*[F.avg(F.when(F.col("rank") <= k, info)).alias(f"n{k}") for k in ks]).first())
-    out.update({("novelty", k): float(nov[f"n{k}"] or 0.0) for k in ks})
-    return out
+    return model_beyond_accuracy(recs.withColumn(MODEL, F.lit("_")), item_vectors, train, catalogue_size, ks,
+                                 ["_"])["_"]

@@ -268,6 +268,9 @@ class EvalSettings(Settings):
     ease_reg: float = setting("eval.ease_reg", positive)
     ease_max_items: int = setting("eval.ease_max_items", int_at_least(1))
     rare_item_events: int = setting("eval.rare_item_events", int_at_least(1))
+    max_users: int | None = setting("eval.max_users", int_or_null(1))
+    bootstrap: int = setting("eval.bootstrap", int_at_least(0))
+    ci_level: float = setting("eval.ci_level", number_in(0.5, 0.999))
     type_weights: dict = setting("sequences.type_weights", map_of(positive))
 
     def validate(self) -> None:

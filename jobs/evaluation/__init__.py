@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from jobs.common.settings import BASELINES, PROTOCOLS, REBUILD_ABLATIONS
-from jobs.evaluation.splits import check_protocol, split
+from jobs.evaluation.splits import check_protocol, evaluation_half, reserves_evaluation_half, split
 from schemas.components import COMPONENTS, Component, ablations
 
 PRODUCT = "blend"
@@ -23,4 +23,5 @@ def model_names(components: Sequence[Component] = COMPONENTS) -> tuple[str, ...]
 
 MODELS = model_names()
 
-__all__ = ["BASELINES", "MODELS", "PRODUCT", "PROTOCOLS", "check_protocol", "model_names", "split"]
+__all__ = ["BASELINES", "MODELS", "PRODUCT", "PROTOCOLS", "check_protocol", "evaluation_half", "model_names",
+           "reserves_evaluation_half", "split"]

@@ -29,7 +29,7 @@ from jobs.common import delta_io
 from jobs.common.config import with_values
 from jobs.common.runlog import StageRecord
 from jobs.common.settings import LearnSettings, RankSettings
-from jobs.evaluation.splits import split
+from jobs.evaluation.splits import evaluation_half, split
 from jobs.ranking import candidate_features
 from jobs.ranking.learn import FittedBlend, fit_blend, label_rows
 from jobs.stages import stage_function
@@ -194,13 +194,16 @@ class Learned:
 
 
 def learn_from_holdout(spark: SparkSession, cfg: Mapping, events: DataFrame, ds: dt.date, run_id: str,
-                       relevant_types: Sequence[str], source: str | None = None) -> Learned:
+                       relevant_types: Sequence[str], source: str | None = None,
+                       evaluation_seed: int | None = None) -> Learned:
     """Fit the blend on the hold-out ``events`` provide for ds: split them by
     ``rank.train_protocol`` (leave-last-out: each user's last relevant event; next-day: ds's
     events), rebuild the features of the cut-off in ``<lake>/_holdout/<protocol>`` from the events
     before it, label the candidates with what the users did after it and fit (``jobs.ranking.learn``).
     ``source`` names what ``events`` are (:func:`events_source`, :func:`split_source`), so that a
-    hold-out lake built from the same split is used as it is.
+    hold-out lake built from the same split is used as it is. With ``evaluation_seed`` the users of
+    :func:`jobs.evaluation.splits.evaluation_half` are left out of the labels (the evaluation scores
+    them with this fit on the same lake); ``info["reserved"]`` and ``info["split"]`` say so.
 
     Returns a :class:`Learned` without a fit when the hold-out has fewer than ``rank.min_labels``
     labelled users.
@@ -208,6 +211,9 @@ def learn_from_holdout(spark: SparkSession, cfg: Mapping, events: DataFrame, ds:
     ls = LearnSettings.from_config(cfg)
     rs = RankSettings.from_config(cfg)
     train, held, fds = split(events, ls.train_protocol, ds, relevant_types)
+    reserved = evaluation_half(evaluation_seed) if evaluation_seed is not None else None
+    if reserved is not None:
+        held = held.where(~reserved)
     train = train.persist(StorageLevel.MEMORY_AND_DISK)
     held = held.persist(StorageLevel.MEMORY_AND_DISK)
     try:
@@ -221,7 +227,7 @@ def learn_from_holdout(spark: SparkSession, cfg: Mapping, events: DataFrame, ds:
         grid = {k: sorted({*map(float, ls.half_life_grid.get(k) or []), fixed_half_lives[k]}) for k in fixed_half_lives}
         with ranker_features(spark, cfg, hcfg, train, None, fds, run_id, half_life_grid=grid,
                              source=split_of) as feats:
-            rows = label_rows(feats, held)
+            rows = label_rows(feats if reserved is None else feats.where(~reserved), held)
             covered = rows.where("label = 1").select(c.USER_ID).distinct().count()
             if covered < ls.min_labels:
                 return Learned(None, ls.train_protocol, fds, covered,
@@ -229,7 +235,9 @@ def learn_from_holdout(spark: SparkSession, cfg: Mapping, events: DataFrame, ds:
                                f"rank.min_labels = {ls.min_labels}")
             fitted = fit_blend(rows, held, rs.weights, grid, fixed_half_lives, ls.learner,
                                ls.negatives_per_user, ls.validation_share, ls.reg_param, ls.seed)
-        return Learned(fitted, ls.train_protocol, fds, covered, info={"held_out_users": labels})
+        info = {"held_out_users": labels, "split": split_of,
+                "reserved": None if evaluation_seed is None else {"evaluation_half_seed": evaluation_seed}}
+        return Learned(fitted, ls.train_protocol, fds, covered, info=info)
     finally:
         train.unpersist()
         held.unpersist()

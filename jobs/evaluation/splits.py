@@ -51,3 +51,18 @@ def split(events: DataFrame, protocol: str, ds: dt.date, relevant_types: Sequenc
     train = events.join(held, [c.USER_ID, c.ITEM_ID], "left_anti")
     test = events.where(relevant).join(held, [c.USER_ID, c.ITEM_ID]).select(*held_cols)
     return train, test, ds
+
+
+def evaluation_half(seed: int, user: str = c.USER_ID):
+    """True for the users the offline evaluation scores under the nightly's own leave-last-out
+    hold-out, when the nightly's blend learns from the other users' held-out events: a fixed
+    half by a seeded hash of the id, the same users every night (so no earlier night's fit has
+    seen their held-out events either)."""
+    return F.pmod(F.xxhash64(F.col(user), F.lit(seed)), F.lit(2)) == F.lit(0)
+
+
+def reserves_evaluation_half(train_protocol: str, eval_protocols: Sequence[str]) -> bool:
+    """Whether the blend learns from half the users' held-out events only: when it learns from a
+    leave-last-out hold-out and the evaluation scores that same split (then the evaluation ranks
+    the other half with the nightly's own blend instead of learning one more on a nested hold-out)."""
+    return train_protocol == "leave_last_out" and "leave_last_out" in eval_protocols

@@ -23,7 +23,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from jobs.common.config import with_values
-from jobs.common.metrics import ranked_lists, relevant_sets, user_metrics
+from jobs.common.metrics import metric_column, user_metric_frame
 from jobs.ranking.blend import standardise_and_blend, standardised
 from jobs.ranking.features import HALF_LIFE_COMPONENTS, grid_column
 from schemas import columns as c
@@ -67,13 +67,10 @@ def ndcg_of(rows: DataFrame, scores: Mapping[str, Column], truth: DataFrame, k: 
     long = rows.select(c.USER_ID, c.ITEM_ID, F.explode(named).alias("_e")).select(c.USER_ID, c.ITEM_ID, "_e.*")
     order = Window.partitionBy("_m", c.USER_ID).orderBy(F.col("_s").desc_nulls_last(), F.col(c.ITEM_ID))
     top = long.withColumn("_r", F.row_number().over(order)).where(F.col("_r") <= k)
-    pred = ranked_lists(top, "_r", keys=("_m", c.USER_ID))
-    models = rows.sparkSession.createDataFrame([(n,) for n in scores], "_m string")
-    joined = (relevant_sets(truth).crossJoin(F.broadcast(models)).join(pred, ["_m", c.USER_ID], "left")
-              .withColumn("pred", F.coalesce("pred", F.array().cast("array<string>"))))
-    ndcg = user_metrics(F.col("pred"), F.col("rel"), k)["ndcg"]
-    got = {r["_m"]: float(r["ndcg"] or 0.0) for r in joined.groupBy("_m").agg(F.avg(ndcg).alias("ndcg")).collect()}
-    return {n: got.get(n, 0.0) for n in scores}                            # a row per score
+    per_user = user_metric_frame(top.withColumnRenamed("_r", "rank"), truth, [k], list(scores), by="_m")
+    got = {r["_m"]: float(r["ndcg"] or 0.0)
+           for r in per_user.groupBy("_m").agg(F.avg(metric_column("ndcg", k)).alias("ndcg")).collect()}   # a row per score
+    return {n: got.get(n, 0.0) for n in scores}
 
 
 def _sample(rows: DataFrame, negatives_per_user: int, seed: int) -> tuple[DataFrame, dict]:

@@ -38,11 +38,20 @@ def record(spark: SparkSession, cfg: Mapping, ds: dt.date, learned, run_id: str,
            "validation_users": int(m["validation_users"]), "validation_auc": float(m["validation_auc"]),
            "validation_ndcg": float(m["validation_ndcg"]), "fixed_ndcg": float(m["fixed_ndcg"]),
            "best_single": m["best_single"], "best_single_ndcg": float(m["best_single_ndcg"]),
-           "details": json.dumps({k: m[k] for k in m if k.startswith(("ndcg", "half_life"))}, default=str),
+           "details": json.dumps({**{k: m[k] for k in m if k.startswith(("ndcg", "half_life"))},
+                                  # what the hold-out was a split of, and which users it left out
+                                  "split": learned.info.get("split"), "reserved": learned.info.get("reserved")},
+                                 default=str),
            "seconds": float(seconds), c.RUN_ID: run_id}
     delta_io.replace_where(spark.createDataFrame([row], t.RANKER_MODELS), cfg, "ranker_models",
                            f"ds = DATE'{ds.isoformat()}'")
     return row
+
+
+def fit_of(spark: SparkSession, cfg: Mapping, ds: dt.date):
+    """The ``ranker_models`` row fitted for ds itself, or None."""
+    rows = delta_io.read_table(spark, cfg, "ranker_models").where(F.col(c.DS) == F.lit(ds)).limit(1).collect()
+    return rows[0] if rows else None
 
 
 def newest(spark: SparkSession, cfg: Mapping, before: dt.date, inclusive: bool = False):
