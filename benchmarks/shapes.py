@@ -4,9 +4,10 @@
 
 For each shape: a sample (``--users``/``--items`` per shape, the shape's default days), the
 nightly with the local configuration and the shape's suggested settings (what
-``recjobs demo --shape S`` runs), evaluated under leave-last-out (``--protocols`` adds next-day). The evaluation
-learns the product's blend on a hold-out nested in each split's training events, as the
-nightly learns it from its own data, and ranks the same users with the fixed weights
+``recjobs demo --shape S`` runs), evaluated under leave-last-out (``--protocols`` adds next-day). Under
+leave-last-out the product is the night's own blend, learned from half of the users' held-out
+events, scored on the other half (next-day: learned on a hold-out nested in the split's
+training events), and the same users are ranked with the fixed weights
 (``blend_fixed``), without the sequence model (``blend_no_sequence``), the sequence model alone
 (``seqrec``) and trained without text (``seqrec_no_text``), and the baselines (EASE, popularity,
 co-occurrence, ALS). Prints Recall@10 / NDCG@10 per shape and protocol (and on held-out items with fewer than

@@ -14,8 +14,16 @@ with the blend (``jobs/ranking``), its ablations (one per component of the compo
 has one, and ``no_decay``), the fixed blend (``blend_fixed``) and the baselines (decayed popularity, item co-occurrence, MLlib ALS
 with implicit feedback, EASE, the sequence model alone and the sequence model trained without
 the language-model input, ``seqrec_no_text``) for the same users. ``recall_rare`` and
-``ndcg_rare`` score the held-out items with fewer than ``eval.rare_item_events`` training events. Metrics (``jobs/common/metrics.py``) go to the
-``metrics`` table, one ``replaceWhere ds = D AND protocol = P`` commit per protocol.
+``ndcg_rare`` score the held-out items with fewer than ``eval.rare_item_events`` training events.
+
+Under the nightly's own hold-out (``rank.train_protocol``, leave-last-out) the product is the
+blend the nightly learned and ranked with, which learned from the other half of the users
+(``jobs.evaluation.splits.evaluation_half``); this half is scored. Under the other protocols the
+blend is learned on a hold-out nested in the split's training events. At most
+``eval.max_users`` users are scored (a seeded sample), all models in one pass, every accuracy
+metric with its bootstrap interval over users (``eval.bootstrap``, ``eval.ci_level``). Metrics
+(``jobs/common/metrics.py``) go to the ``metrics`` table, one ``replaceWhere ds = D AND
+protocol = P`` commit per protocol.
 """
 from __future__ import annotations
 
@@ -110,12 +118,12 @@ def evaluate_protocol(spark: SparkSession, cfg: Mapping, ds: dt.date, protocol: 
         if test.count() == 0:
             log.warning("evaluate %s: no held-out events for %s; skipped", protocol, ds)
             return [], {}
-        held_out_users = test.select(c.USER_ID).distinct().count()
+        held_out_users = candidates = test.select(c.USER_ID).distinct().count()
         if half:
             test = test.where(evaluation_half(ev.seed)).persist(StorageLevel.MEMORY_AND_DISK)
             cached.append(test)
-        if ev.max_users is not None and (not half or test.select(c.USER_ID).distinct().count() > ev.max_users) \
-                and held_out_users > ev.max_users:
+            candidates = test.select(c.USER_ID).distinct().count()
+        if ev.max_users is not None and candidates > ev.max_users:
             sampled = sample_users(test.select(c.USER_ID).distinct(), ev.max_users, ev.seed)
             test = test.join(sampled, c.USER_ID).persist(StorageLevel.MEMORY_AND_DISK)
             cached.append(test)

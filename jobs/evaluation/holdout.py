@@ -7,9 +7,11 @@ event-derived input of the ranker (sequences, user vectors, topic profiles, sent
 that nothing held out reaches a feature. The learned blend is fitted on one every night, and the
 evaluation measures every model on one; when both split the same events the same way (the
 leave-last-out split of tonight's ``events_clean``), the lake built for the one serves the other
-(``_built.json`` records what a lake was built from). The evaluation's own blend is learned the
-way the nightly would learn it from the split's training events: on the hold-out lake nested in
-the split's lake (``<lake>/_holdout/<protocol>/_holdout/<train_protocol>``).
+(``_built.json`` records what a lake was built from). On that split the nightly's blend learns
+from the held-out events of half the users (``jobs.evaluation.splits.evaluation_half``) and the
+evaluation scores the other half with it. On any other split the evaluation's own blend is
+learned the way the nightly would learn it from the split's training events: on the hold-out
+lake nested in the split's lake (``<lake>/_holdout/<protocol>/_holdout/<train_protocol>``).
 """
 from __future__ import annotations
 

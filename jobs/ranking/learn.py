@@ -73,10 +73,10 @@ def ndcg_of(rows: DataFrame, scores: Mapping[str, Column], truth: DataFrame, k: 
     return {n: got.get(n, 0.0) for n in scores}
 
 
-def _sample(rows: DataFrame, negatives_per_user: int, seed: int) -> tuple[DataFrame, dict]:
+def _sample(rows: DataFrame, negatives_per_user: int, seed: int) -> tuple[DataFrame, dict, DataFrame]:
     """Every positive and, per user, ``negatives_per_user`` negatives chosen by a seeded hash (the
-    same ones whatever the partitioning), positives weighted to balance the classes; and the counts
-    of rows, positives and users."""
+    same ones whatever the partitioning), positives weighted to balance the classes; the counts
+    of rows, positives and users; and the persisted frame under it (for the caller to release)."""
     rank = Window.partitionBy(c.USER_ID, LABEL).orderBy(F.xxhash64(F.col(c.ITEM_ID), F.lit(seed)), F.col(c.ITEM_ID))
     kept = rows.withColumn("_n", F.row_number().over(rank)) \
         .where((F.col(LABEL) == 1.0) | (F.col("_n") <= negatives_per_user)).drop("_n")
@@ -85,7 +85,7 @@ def _sample(rows: DataFrame, negatives_per_user: int, seed: int) -> tuple[DataFr
                  F.countDistinct(c.USER_ID).alias("users")).first()
     counts = {k: int(n[k] or 0) for k in ("training_rows", "positives", "users")}
     ratio = float(counts["training_rows"] - counts["positives"]) / max(float(counts["positives"]), 1.0)
-    return kept.withColumn("_w", F.when(F.col(LABEL) == 1.0, F.lit(ratio)).otherwise(F.lit(1.0))), counts
+    return kept.withColumn("_w", F.when(F.col(LABEL) == 1.0, F.lit(ratio)).otherwise(F.lit(1.0))), counts, kept
 
 
 def fit_blend(rows: DataFrame, held: DataFrame, fixed_weights: Mapping[str, float], half_life_grid: Mapping,
@@ -145,7 +145,7 @@ def fit_blend(rows: DataFrame, held: DataFrame, fixed_weights: Mapping[str, floa
     zero = {comp.name: 0.0 for comp in components}
     rows = standardise_and_blend(rows, zero, components).drop("score").cache()
     z = [f"z_{n}" for n in names(components)]
-    fit, counts = _sample(rows.where(~F.col("_val")), negatives_per_user, seed)
+    fit, counts, sample = _sample(rows.where(~F.col("_val")), negatives_per_user, seed)
     assembled = VectorAssembler(inputCols=z, outputCol="_x")
     if learner == "gbt":
         est = GBTClassifier(featuresCol="_x", labelCol=LABEL, weightCol="_w", maxIter=30, maxDepth=4, seed=seed)
@@ -153,6 +153,7 @@ def fit_blend(rows: DataFrame, held: DataFrame, fixed_weights: Mapping[str, floa
         est = LogisticRegression(featuresCol="_x", labelCol=LABEL, weightCol="_w", regParam=reg_param,
                                  elasticNetParam=0.0, standardization=False, maxIter=100)
     model = est.fit(assembled.transform(fit))
+    sample.unpersist()
     metrics.update(counts)
 
     # 3. every candidate on the validation users
