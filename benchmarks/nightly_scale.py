@@ -12,6 +12,9 @@ of ``--empty-users`` users (20) with the same catalogue and thresholds low enoug
 hold-out to learn the blend from, a sequence model, an evaluation) on next to no data: its
 seconds are the stage's fixed part.
 
+Every night runs in a process of its own (a fresh JVM and Python workers, as each scheduled
+``spark-submit`` gets), so no night inherits another's caches or warm-up.
+
 It prints one table (seconds per stage at each size, the growth ratio between consecutive
 sizes, the near-empty night's seconds), the evaluation's cost next to the rest of the nightly, a fit of
 ``seconds = fixed + per_event * events`` per stage and, from those per-event costs, a
@@ -24,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -174,26 +178,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--empty-users", type=int, default=20, help="users of the near-empty night (0: none)")
     parser.add_argument("--conf", action="append", default=[], help="more configuration files")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="configuration overrides")
+    parser.add_argument("--one", metavar="DIR", help=argparse.SUPPRESS)     # the child: one night into DIR
     args = parser.parse_args(argv)
 
-    from conf import CONF_DIR
-    from jobs.common.config import load_config
-    from jobs.common.session import get_spark
     from jobs.stages import STAGES
 
+    if args.one:
+        return one_night(args)
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)
-    spark = get_spark(load_config([CONF_DIR / "local.yaml"]), app_name="recjobs-nightly-scale")
     sizes, empty = [], None
     if args.empty_users:
         print(f"near-empty nightly with {args.empty_users} users ...", flush=True)
         # thresholds low enough that every step still runs (a blend is learned, a model trained)
-        empty = night(spark, out / f"u{args.empty_users}", args.shape, args.empty_users, args.items, args.seed,
-                      args.conf, [*NEAR_EMPTY, *args.set])
+        empty = child(out / f"u{args.empty_users}", args, args.empty_users, [*NEAR_EMPTY, *args.set])
         print(f"  {empty['events']:,} raw events, {empty['seconds']} s", flush=True)
     for users in args.users:
         print(f"nightly with {users} users ...", flush=True)
-        sizes.append(night(spark, out / f"u{users}", args.shape, users, args.items, args.seed, args.conf, args.set))
+        sizes.append(child(out / f"u{users}", args, users, args.set))
         print(f"  {sizes[-1]['events']:,} raw events, {sizes[-1]['seconds']} s", flush=True)
     stage_order = [s for s in STAGES if any(s in r["stages"] for r in sizes)]
     lines = report(stage_order, sizes, empty)
@@ -217,6 +219,32 @@ def main(argv: list[str] | None = None) -> int:
     (out / "scale.json").write_text(json.dumps({"sizes": sizes, "near_empty": empty, "projection": projections},
                                                indent=1))
     print(f"figures: {out / 'scale.json'}")
+    return 0
+
+
+def child(folder: Path, args, users: int, sets: list[str]) -> dict:
+    """One night in a process of its own (a fresh JVM, as a scheduled spark-submit gets)."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--one", str(folder), "--out", str(folder),
+           "--shape", args.shape, "--users", str(users), "--items", str(args.items), "--seed", str(args.seed)]
+    for conf in args.conf:
+        cmd += ["--conf", conf]
+    for value in sets:
+        cmd += ["--set", value]
+    done = subprocess.run(cmd, cwd=Path(__file__).resolve().parents[1])
+    if done.returncode:
+        raise SystemExit(f"the night with {users} users failed (exit {done.returncode})")
+    return json.loads((folder / "night.json").read_text())
+
+
+def one_night(args) -> int:
+    from conf import CONF_DIR
+    from jobs.common.config import load_config
+    from jobs.common.session import get_spark
+
+    folder = Path(args.one)
+    spark = get_spark(load_config([CONF_DIR / "local.yaml"]), app_name="recjobs-nightly-scale")
+    result = night(spark, folder, args.shape, args.users[0], args.items, args.seed, args.conf, args.set)
+    (folder / "night.json").write_text(json.dumps(result))
     spark.stop()
     return 0
 
