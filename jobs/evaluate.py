@@ -48,7 +48,7 @@ from jobs.evaluation.baselines import (als_baseline, cooccurrence_baseline, ease
 from jobs.evaluation.holdout import (DECAY_STAGES, build_features, events_source, history_days, holdout_cfg, holdout_name,
                                      learn_from_holdout, no_decay_values, ranker_features, split_source)
 from jobs.ranking import blend_rank, excluded_pairs, store
-from jobs.ranking.learn import model_scorer, saved_scorer, use_half_lives
+from jobs.ranking.learn import model_scorer, use_half_lives
 from schemas import columns as c
 from schemas import tables as t
 from schemas.components import ablations
@@ -90,9 +90,7 @@ def night_blend(spark: SparkSession, cfg: Mapping, ds: dt.date, source: str, see
         log.info("evaluate: the nightly's fit of %s was not learned on this split without the evaluation half; "
                  "learning one on a nested hold-out", ds)
         return None
-    scorer = None
-    if fit["learner"] == "gbt" and fit["chosen"] == "learned" and fit["path"]:
-        scorer = saved_scorer(delta_io.in_lake(cfg, fit["path"]))
+    scorer = store.scorer_of(cfg, fit["learner"], fit["chosen"], fit["path"])
     return {"source": "night", "weights": dict(fit["weights"]), "half_lives": dict(fit["half_lives"]),
             "chosen": fit["chosen"], "scorer": scorer, "validation_ndcg": fit["validation_ndcg"],
             "fixed_ndcg": fit["fixed_ndcg"], "best_single": fit["best_single"],

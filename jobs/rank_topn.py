@@ -33,7 +33,7 @@ from jobs.common.settings import EvalSettings, LearnSettings, RankSettings
 from jobs.evaluation import reserves_evaluation_half
 from jobs.evaluation.holdout import events_source, learn_from_holdout
 from jobs.ranking import blend_rank, candidate_features, default_list, reason_context, reasons, store
-from jobs.ranking.learn import saved_scorer, settings_with_half_lives
+from jobs.ranking.learn import settings_with_half_lives
 from schemas import columns as c
 from schemas.components import names
 
@@ -93,8 +93,7 @@ def run(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, rec: StageR
     s = RankSettings.from_config(cfg)
     weights = blend["weights"]
     # a tree ensemble scores with the saved model itself (its importances only stand in for weights)
-    scorer = saved_scorer(delta_io.in_lake(cfg, blend["path"])) \
-        if blend.get("learner") == "gbt" and blend.get("chosen") == "learned" and blend.get("path") else None
+    scorer = store.scorer_of(cfg, blend.get("learner"), blend.get("chosen"), blend.get("path"))
     version = s.model_version + (f"/learned-{blend['model_ds']}" if blend["model_ds"] else "/fixed")
     read = delta_io.reader(spark, cfg)
     on_ds = F.col(c.DS) == F.lit(ds)

@@ -48,6 +48,16 @@ def record(spark: SparkSession, cfg: Mapping, ds: dt.date, learned, run_id: str,
     return row
 
 
+def scorer_of(cfg: Mapping, learner: str | None, chosen: str | None, path: str | None):
+    """The saved tree ensemble's scorer when a fit ranks with the model itself (``gbt`` chosen as
+    ``learned``, its model saved at the lake-relative ``path``), else None (the weights score)."""
+    from jobs.ranking.learn import saved_scorer
+
+    if learner == "gbt" and chosen == "learned" and path:
+        return saved_scorer(delta_io.in_lake(cfg, path))
+    return None
+
+
 def fit_of(spark: SparkSession, cfg: Mapping, ds: dt.date):
     """The ``ranker_models`` row fitted for ds itself, or None."""
     rows = delta_io.read_table(spark, cfg, "ranker_models").where(F.col(c.DS) == F.lit(ds)).limit(1).collect()
