@@ -38,8 +38,11 @@ $(AIRFLOW_STAMP): deploy/airflow-requirements.txt
 
 airflow-venv: $(AIRFLOW_STAMP)
 
+# Two pytest-xdist workers, each with its own SparkSession; a worker takes whole groups
+# (tests/conftest.py): the shape nights together, every other module on its own.
+TEST_WORKERS ?= 2
 test: $(JARS) $(AIRFLOW_STAMP)
-	RECJOBS_AIRFLOW_PYTHON=$(AIRFLOW_VENV)/bin/python $(BIN)/python -m pytest -q tests
+	RECJOBS_AIRFLOW_PYTHON=$(AIRFLOW_VENV)/bin/python $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup tests
 
 # The --py-files zip for spark-submit (deploy/spark-submit.sh builds it too).
 pyfiles: $(STAMP)

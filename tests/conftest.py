@@ -36,6 +36,15 @@ def _test_values(warehouse: str) -> dict:
     }
 
 
+def pytest_collection_modifyitems(config, items):
+    """Under ``pytest -n`` (pytest-xdist, ``--dist loadgroup``) a worker takes whole groups: every
+    test of the shape nights (the session's ``shape_night`` builds each night once per worker) in
+    one group, every other module in a group of its own (its module-scoped lakes are built once)."""
+    for item in items:
+        group = "shape-nights" if "shape_night" in item.fixturenames else item.module.__name__
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture(scope="session")
 def spark():
     from jobs.common.session import get_spark

@@ -184,7 +184,7 @@ def test_the_printed_nightly_command_runs_as_printed(tmp_path):
     manifest = json.loads((tmp_path / "out" / "import.json").read_text())
     assert printed == manifest["command"] and printed.startswith("recjobs nightly --date ")
     words = shlex.split(printed)
-    night = subprocess.run([recjobs, *words[1:]], capture_output=True, text=True, env=env, timeout=900,
+    night = subprocess.run([recjobs, *words[1:]], capture_output=True, text=True, env=env, timeout=1800,
                            cwd=tmp_path)
     assert night.returncode == 0, (night.stdout[-3000:], night.stderr[-3000:])
     from deltalake import DeltaTable

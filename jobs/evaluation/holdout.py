@@ -33,6 +33,7 @@ from jobs.common.runlog import StageRecord
 from jobs.common.settings import LearnSettings, RankSettings
 from jobs.evaluation.splits import evaluation_half, split
 from jobs.ranking import candidate_features
+from jobs.ranking.features import without_vectors
 from jobs.ranking.learn import FittedBlend, fit_blend, label_rows
 from jobs.stages import stage_function
 from schemas import columns as c
@@ -169,13 +170,14 @@ def ranker_features(spark: SparkSession, cfg: Mapping, hcfg: Mapping, train: Dat
                     copy_from: Mapping | None = None, half_life_grid: Mapping | None = None,
                     source: str | None = None, build: bool = True) -> Iterator[DataFrame]:
     """Build a hold-out lake's features (see :func:`build_features`; ``build=False``: the caller
-    just did) and yield the ranker's candidate features (of ``users`` when given), persisted; the
-    cached frames are released on exit."""
+    just did) and yield the ranker's candidate features (of ``users`` when given) without their
+    vector columns (nothing here writes reasons), persisted; the cached frames are released on exit."""
     if build:
         build_features(spark, cfg, hcfg, train, fds, run_id, stages, copy_from, source)
     with candidate_features(delta_io.reader(spark, hcfg), fds, RankSettings.from_config(hcfg),
                             half_life_grid) as data:
-        feats = data.features if users is None else data.features.join(users, c.USER_ID)
+        feats = without_vectors(data.features)
+        feats = feats if users is None else feats.join(users, c.USER_ID)
         feats = feats.persist(StorageLevel.MEMORY_AND_DISK)
         try:
             yield feats

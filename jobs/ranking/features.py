@@ -31,6 +31,17 @@ def grid_column(component: str, half_life: float) -> str:
 
 Reader = Callable[[str], DataFrame]
 
+# The vectors joined onto every candidate to compute its components (user and item language-model
+# vectors, sequence-model vectors, topic distributions): hundreds of floats a row, needed by
+# nothing after the components but the reasons' item vector (``_iv``).
+VECTOR_COLUMNS = ("_uv", "_su", "_si", "_iv", "_ut", "_it")
+
+
+def without_vectors(features: DataFrame) -> DataFrame:
+    """The candidate features without :data:`VECTOR_COLUMNS`: what a frame that is cached and
+    ranked without reasons (hold-outs, the evaluation) keeps, a few dozen numbers a row."""
+    return features.drop(*VECTOR_COLUMNS)
+
 
 @dataclass(frozen=True)
 class RankingData:
