@@ -38,11 +38,11 @@ $(AIRFLOW_STAMP): deploy/airflow-requirements.txt
 
 airflow-venv: $(AIRFLOW_STAMP)
 
-# Two pytest-xdist workers, each with its own SparkSession; a worker takes whole groups
-# (tests/conftest.py): the shape nights together, every other module on its own.
+# Two pytest-xdist workers, each with its own SparkSession; a worker takes whole modules, and
+# the modules of the shape nights together (tests/conftest.py).
 TEST_WORKERS ?= 2
 test: $(JARS) $(AIRFLOW_STAMP)
-	RECJOBS_AIRFLOW_PYTHON=$(AIRFLOW_VENV)/bin/python $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup tests
+	RECJOBS_AIRFLOW_PYTHON=$(AIRFLOW_VENV)/bin/python $(BIN)/python -m pytest -q -n $(TEST_WORKERS) tests
 
 # The --py-files zip for spark-submit (deploy/spark-submit.sh builds it too).
 pyfiles: $(STAMP)

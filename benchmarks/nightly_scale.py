@@ -116,9 +116,11 @@ def plot(path: Path, stage_order: list[str], sizes: list[dict]) -> None:
 
     fig, ax = plt.subplots(figsize=(8, 5.5))
     xs = [s["events"] for s in sizes]
-    for stage in stage_order:
+    colours = plt.get_cmap("tab20").colors
+    for i, stage in enumerate(stage_order):
         ys = [max(s["stages"].get(stage, {}).get("seconds", 0.0), 0.05) for s in sizes]
-        ax.plot(xs, ys, marker="o", label=stage)
+        ax.plot(xs, ys, marker="os^D"[i % 4], linestyle=("-", "--")[i % 2], color=colours[i % len(colours)],
+                label=stage)
     ax.plot(xs, [sum(s["stages"][k]["seconds"] for k in s["stages"]) for s in sizes], marker="s", color="black",
             linewidth=2.5, label="whole night")
     ax.set_xscale("log")
@@ -137,7 +139,8 @@ def report(stage_order: list[str], sizes: list[dict], empty: dict | None) -> lis
     lines = []
     head = ["stage"] + ([f"near-empty ({empty['users']} users) s"] if empty else [])
     head += [f"{s['users']} users ({s['events']:,} ev) s" for s in sizes]
-    head += [f"x{sizes[i + 1]['events'] / sizes[i]['events']:.1f} ev: growth" for i in range(len(sizes) - 1)]
+    head += [f"growth {a['users']} -> {b['users']} users (x{b['events'] / a['events']:.1f} events)"
+             for a, b in zip(sizes, sizes[1:])]
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + " --- |" * len(head))
     for stage in stage_order + ["(whole night)"]:

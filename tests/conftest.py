@@ -36,13 +36,26 @@ def _test_values(warehouse: str) -> dict:
     }
 
 
-def pytest_collection_modifyitems(config, items):
-    """Under ``pytest -n`` (pytest-xdist, ``--dist loadgroup``) a worker takes whole groups: every
-    test of the shape nights (the session's ``shape_night`` builds each night once per worker) in
-    one group, every other module in a group of its own (its module-scoped lakes are built once)."""
-    for item in items:
-        group = "shape-nights" if "shape_night" in item.fixturenames else item.module.__name__
-        item.add_marker(pytest.mark.xdist_group(group))
+# The modules that use ``shape_night`` (a session fixture: each night is built once per process).
+SHAPE_NIGHT_MODULES = ("test_learned.py", "test_nightly.py", "test_shapes.py")
+
+try:
+    from xdist.scheduler import LoadScopeScheduling
+except ImportError:          # without pytest-xdist the suite runs in one process
+    LoadScopeScheduling = None
+
+if LoadScopeScheduling is not None:
+    class _ModulesAndNights(LoadScopeScheduling):
+        """Whole modules to a worker (their module-scoped lakes are built once), and every module
+        of the shape nights to the same worker."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "shape-nights" if Path(path).name in SHAPE_NIGHT_MODULES else path
+
+    def pytest_xdist_make_scheduler(config, log):
+        """``pytest -n N`` (``make test``): :class:`_ModulesAndNights`, the largest group first."""
+        return _ModulesAndNights(config, log)
 
 
 @pytest.fixture(scope="session")
