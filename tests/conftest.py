@@ -44,6 +44,18 @@ try:
 except ImportError:          # without pytest-xdist the suite runs in one process
     LoadScopeScheduling = None
 
+
+
+def pytest_collection_modifyitems(config, items):
+    """A module that uses ``shape_night`` must be listed in SHAPE_NIGHT_MODULES, or under
+    ``pytest -n`` a second worker would build the same nights again."""
+    unlisted = sorted({item.path.name for item in items if "shape_night" in item.fixturenames
+                       and item.path.name not in SHAPE_NIGHT_MODULES})
+    if unlisted:
+        raise pytest.UsageError(f"tests/conftest.py: add {', '.join(unlisted)} to SHAPE_NIGHT_MODULES "
+                                "(they use the shape_night fixture)")
+
+
 if LoadScopeScheduling is not None:
     class _ModulesAndNights(LoadScopeScheduling):
         """Whole modules to a worker (their module-scoped lakes are built once), and every module
