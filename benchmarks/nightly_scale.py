@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/nightly_scale.py --out DIR [--users 150 600 2400] [--items 300] [--keep]
                                                  [--shape shop] [--empty-users 20] [--conf F ...] [--set key=value ...]
+                                                 [--profile]
 
 For each size it generates a sample of the shape (``--users`` users, ``--items`` items, the
 shape's default days), runs the nightly on a fresh lake with ``conf/local.yaml`` and the
@@ -21,6 +22,11 @@ sizes, the near-empty night's seconds), the evaluation's cost next to the rest o
 projection of a 1M-user, 100k-item night on a 16-core and a 64-core cluster (its assumptions
 are printed with it). It writes ``scale.json`` and ``scale.png`` (seconds per stage against
 events, log-log) into ``--out``.
+
+With ``--profile`` each night also samples its driver's stack (``benchmarks/profiler.py``) and
+writes ``profile.txt``: seconds per stage, and within each stage the project lines and calls
+(a Spark action, a Delta commit, a GX checkpoint) the driver waited on. On the near-empty night
+that is where the fixed part goes.
 """
 from __future__ import annotations
 
@@ -183,6 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="configuration overrides")
     parser.add_argument("--keep", action="store_true",
                         help="keep --out and reuse the figures of every size already measured there (night.json)")
+    parser.add_argument("--profile", action="store_true",
+                        help="sample the driver's stack through each night (benchmarks/profiler.py): where its "
+                             "seconds go, by stage and project line, in profile.txt and profile.json of the night")
     parser.add_argument("--one", metavar="DIR", help=argparse.SUPPRESS)     # the child: one night into DIR
     args = parser.parse_args(argv)
 
@@ -252,6 +261,8 @@ def child(folder: Path, args, users: int, sets: list[str]) -> dict:
         cmd += ["--conf", conf]
     for value in sets:
         cmd += ["--set", value]
+    if args.profile:
+        cmd.append("--profile")
     done = subprocess.run(cmd, cwd=Path(__file__).resolve().parents[1])
     if done.returncode:
         raise SystemExit(f"the night with {users} users failed (exit {done.returncode})")
@@ -266,7 +277,16 @@ def one_night(args) -> int:
     folder = Path(args.one)
     # the session gets the same overrides as the night (``--set spark.conf.spark.driver.memory=8g``)
     spark = get_spark(load_config([CONF_DIR / "local.yaml", *args.conf], args.set), app_name="recjobs-nightly-scale")
-    result = night(spark, folder, args.shape, args.users[0], args.items, args.seed, args.conf, args.set)
+    if args.profile:
+        from benchmarks.profiler import Sampler
+
+        with Sampler() as sampler:
+            result = night(spark, folder, args.shape, args.users[0], args.items, args.seed, args.conf, args.set)
+        (folder / "profile.json").write_text(json.dumps(sampler.to_json(), indent=1))
+        (folder / "profile.txt").write_text("\n".join(sampler.report(top=12)) + "\n")
+        print(f"  driver profile: {folder / 'profile.txt'}", flush=True)
+    else:
+        result = night(spark, folder, args.shape, args.users[0], args.items, args.seed, args.conf, args.set)
     (folder / "night.json").write_text(json.dumps(result))
     spark.stop()
     return 0

@@ -47,7 +47,7 @@ from jobs.evaluation.baselines import (als_baseline, cooccurrence_baseline, ease
                                       vector_baseline)
 from jobs.evaluation.holdout import (DECAY_STAGES, build_features, events_source, history_days, holdout_cfg, holdout_name,
                                      learn_from_holdout, no_decay_values, ranker_features, split_source)
-from jobs.ranking import blend_rank, excluded_pairs, store
+from jobs.ranking import blend_rank, blend_stats, excluded_pairs, store
 from jobs.ranking.learn import model_scorer, use_half_lives
 from schemas import columns as c
 from schemas import tables as t
@@ -156,12 +156,16 @@ def evaluate_protocol(spark: SparkSession, cfg: Mapping, ds: dt.date, protocol: 
         grid = {k: sorted({fixed_half_lives[k], half_lives[k]}) for k in fixed_half_lives}
         with ranker_features(spark, cfg, ecfg, train, users, fds, run_id, half_life_grid=grid, build=False) as feats:
             product = use_half_lives(feats, half_lives)
+            # the product and its ablations rank the same rows: standardised with one aggregation
+            stats = blend_stats(product)
             models: dict[str, DataFrame] = {
-                PRODUCT: blend_rank(product, rs, blend["weights"], scorer=blend.get("scorer")),
-                f"{PRODUCT}_fixed": blend_rank(use_half_lives(feats, fixed_half_lives), rs, rs.weights)}
+                PRODUCT: blend_rank(product, rs, blend["weights"], scorer=blend.get("scorer"), stats=stats),
+                f"{PRODUCT}_fixed": blend_rank(use_half_lives(feats, fixed_half_lives), rs, rs.weights,
+                                               stats=stats if half_lives == fixed_half_lives else None)}
             for name, component in ablations().items():
                 if name in ev.ablations:
-                    models[f"{PRODUCT}_{name}"] = blend_rank(product, rs, {**blend["weights"], component: 0.0})
+                    models[f"{PRODUCT}_{name}"] = blend_rank(product, rs, {**blend["weights"], component: 0.0},
+                                                             stats=stats)
             read = delta_io.reader(spark, ecfg)
             excluded = excluded_pairs(read("events_clean"), read("user_item_sentiment"), fds, rs.exclude_types,
                                       rs.negative_threshold)

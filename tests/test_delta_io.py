@@ -44,3 +44,13 @@ def test_an_upsert_into_a_table_of_an_older_release_adds_the_new_column(spark, l
     assert "brand" in got.columns
     rows = {r["item_id"]: (r["title"], r["brand"]) for r in got.collect()}
     assert rows == {"i0": ("kept", None), "i1": ("new title", "Quill"), "i2": ("added", "Penrose")}
+
+
+def test_a_table_removed_after_it_was_ensured_is_created_again(spark, lake_cfg):
+    import shutil
+
+    path = delta_io.ensure_table(spark, table("runs"), delta_io.lake_root(lake_cfg))
+    assert path in delta_io._ENSURED and delta_io.read_table(spark, lake_cfg, "runs").count() == 0
+    shutil.rmtree(path)                  # the process still remembers it
+    assert delta_io.read_table(spark, lake_cfg, "runs").count() == 0
+    assert delta_io.current_version(spark, lake_cfg, "runs") == 0

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -269,6 +270,23 @@ def test_one_date_has_one_run_at_a_time(spark, lake_cfg, make_lake, tiny_model_d
     assert "run-holder" in out.stderr and "try again later" in out.stderr and "Traceback" not in out.stderr
     holder.release()
     assert RunLock(spark, made.cfg, DS, "run-next", 120).acquire().run_id == "run-next"
+
+
+def test_the_heartbeat_is_renewed_once_a_tenth_of_the_timeout_has_passed(spark, lake_cfg):
+    day = dt.date(2026, 5, 1)
+    lock = RunLock(spark, lake_cfg, day, "run-beat", 120).acquire()
+
+    def written():
+        return delta_io.read_table(spark, lake_cfg, "run_locks").where(F.col("ds") == F.lit(day)).first()["heartbeat_at"]
+
+    taken = written()
+    assert lock.heartbeat() is False and written() == taken        # 12 minutes have not passed
+    assert lock.heartbeat(force=True) is True and written() > taken
+    lock.timeout_minutes = 0.001                                   # a tenth: 6 ms
+    time.sleep(0.05)
+    before = written()
+    assert lock.heartbeat() is True and written() > before
+    lock.release()
 
 
 # ----------------------------------------------------------------- 9. wrong-typed Parquet input

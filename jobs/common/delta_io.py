@@ -77,15 +77,33 @@ def _writer(df: DataFrame, spec: TableSpec):
     return out.write.format("delta").option("mergeSchema", "true")
 
 
+# Tables this process created or found (by path): every read and write ensures its table, and
+# Delta's create-if-not-exists reads and checks the table's log each time (about a quarter of a
+# second, some 100 times a night); a known table is only checked for its log folder.
+_ENSURED: set[str] = set()
+
+
 def ensure_table(spark: SparkSession, spec: TableSpec, root: str, attempts: int = 5) -> str:
     """Create the table from its schema if it does not exist; return its path.
 
     Safe when several runs start on an empty lake at once: a creation that loses the race to
     another process (the location filled meanwhile) counts as done once the table is there.
+    A table this process already ensured is taken as there while its ``_delta_log`` folder is.
     """
+    path = spec.path(root)
+    if path in _ENSURED:
+        fs, log_dir = hadoop_path(spark, f"{path}/_delta_log")
+        if fs.exists(log_dir):
+            return path
+        _ENSURED.discard(path)            # removed since: create it again
+    _create(spark, spec, path, attempts)
+    _ENSURED.add(path)
+    return path
+
+
+def _create(spark: SparkSession, spec: TableSpec, path: str, attempts: int) -> str:
     from delta.tables import DeltaTable
 
-    path = spec.path(root)
     for attempt in range(attempts):
         builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(spec.schema)
         if spec.partition_by:

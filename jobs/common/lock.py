@@ -4,9 +4,11 @@ A run takes the date's row of ``run_locks`` with a conditional Delta MERGE (inse
 has no row; replace the row it read when that row was released or its holder is gone). Two runs
 that try at once both commit against the same table version: Delta's optimistic concurrency lets
 one commit and fails the other, which then reads who holds the date and exits with code 4 ("try
-later"). A holder is gone when its process no longer exists (same host) or its heartbeat, renewed
-after every stage, is older than ``run.lock_timeout_minutes`` (another host). A process re-enters
-its own lock.
+later"). A holder is gone when its process no longer exists (same host) or its heartbeat is
+older than ``run.lock_timeout_minutes`` (another host). The heartbeat is renewed after a stage
+once the last one is older than a tenth of that timeout (a Delta commit after every stage cost
+about 1.7 s of every stage's few seconds on small data), so a live run's heartbeat is never older
+than a tenth of the timeout plus its longest stage. A process re-enters its own lock.
 """
 from __future__ import annotations
 
@@ -59,6 +61,7 @@ class RunLock:
         self.spark, self.cfg, self.ds, self.run_id = spark, cfg, ds, run_id
         self.timeout_minutes = timeout_minutes
         self.host, self.pid = socket.gethostname(), os.getpid()
+        self.beat_at: dt.datetime | None = None      # when this process last wrote its heartbeat
 
     def _row(self):
         return (delta_io.read_table(self.spark, self.cfg, "run_locks")
@@ -75,6 +78,7 @@ class RunLock:
 
         row = self._row()
         if self._mine(row):
+            self.beat_at = row["heartbeat_at"]
             return self
         now = _now()
         if row is not None and not holder_is_gone(row, self.host, self.timeout_minutes, now):
@@ -94,6 +98,7 @@ class RunLock:
         row = self._row()
         if not self._mine(row):
             raise self._locked(row)
+        self.beat_at = row["heartbeat_at"]
         log.info("run lock for %s taken by %s (%s:%d)", self.ds, self.run_id, self.host, self.pid)
         return self
 
@@ -112,9 +117,16 @@ class RunLock:
             & (F.col("host") == self.host) & (F.col("pid") == self.pid),
             set=assignments)
 
-    def heartbeat(self) -> None:
-        """Tell other hosts this run is alive (after every stage)."""
-        self._update({"heartbeat_at": F.lit(_now())})
+    def heartbeat(self, force: bool = False) -> bool:
+        """Tell other hosts this run is alive (called after every stage): renewed when the last
+        heartbeat is older than a tenth of the timeout, or ``force``. Returns whether it was."""
+        now = _now()
+        if not force and self.beat_at is not None \
+                and now - self.beat_at < dt.timedelta(minutes=self.timeout_minutes / 10):
+            return False
+        self._update({"heartbeat_at": F.lit(now)})
+        self.beat_at = now
+        return True
 
     def release(self) -> None:
         self._update({"released": F.lit(True), "heartbeat_at": F.lit(_now())})

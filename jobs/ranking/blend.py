@@ -15,21 +15,40 @@ from schemas import columns as c
 from schemas.components import COMPONENTS, Component
 
 
+def blend_inputs(components: Sequence[Component] = COMPONENTS) -> dict[str, "F.Column"]:
+    """Each component's blend input (its transform of the component column), by name."""
+    return {comp.name: comp.transform(F.col(comp.name)) for comp in components}
+
+
+def blend_stats(features: DataFrame, components: Sequence[Component] = COMPONENTS) -> dict:
+    """The mean and standard deviation of every component's blend input over ``features`` (one
+    aggregation): pass it to :func:`blend_rank` to rank the same rows with several weightings
+    (ablations) without aggregating them again."""
+    return input_stats(features, blend_inputs(components))
+
+
+def input_stats(features: DataFrame, inputs: Mapping[str, "F.Column"]) -> dict:
+    """``{"m_<name>": mean, "s_<name>": population std}`` of each of ``inputs`` over all rows."""
+    return features.agg(*[F.avg(col).alias(f"m_{n}") for n, col in inputs.items()],
+                        *[F.stddev_pop(col).alias(f"s_{n}") for n, col in inputs.items()]).first().asDict()  # one row
+
+
 def standardise_and_blend(features: DataFrame, weights: Mapping[str, float],
-                          components: Sequence[Component] = COMPONENTS) -> DataFrame:
+                          components: Sequence[Component] = COMPONENTS, stats: Mapping | None = None) -> DataFrame:
     """Add ``z_<component>`` (z-score of the component's blend input over all rows; missing -> 0)
-    and ``score`` = sum of weight * z, for every component of ``components``."""
-    inputs = {comp.name: comp.transform(F.col(comp.name)) for comp in components}
-    out = standardised(features, inputs)
+    and ``score`` = sum of weight * z, for every component of ``components``. ``stats``
+    (:func:`blend_stats` of the same rows) saves the aggregation."""
+    inputs = blend_inputs(components)
+    out = standardised(features, inputs, stats)
     score = sum((F.lit(float(weights[n])) * F.col(f"z_{n}") for n in inputs), F.lit(0.0))
     return out.withColumn("score", score)
 
 
-def standardised(features: DataFrame, inputs: Mapping[str, "F.Column"]) -> DataFrame:
+def standardised(features: DataFrame, inputs: Mapping[str, "F.Column"], stats: Mapping | None = None) -> DataFrame:
     """Add ``z_<name>`` for each of ``inputs``: its z-score over all rows (missing -> 0; a
-    constant input -> 0), from one aggregation."""
-    stats = features.agg(*[F.avg(col).alias(f"m_{n}") for n, col in inputs.items()],
-                         *[F.stddev_pop(col).alias(f"s_{n}") for n, col in inputs.items()]).first()  # one row
+    constant input -> 0), from one aggregation (none when ``stats``, :func:`input_stats` of
+    the same rows and inputs, are given)."""
+    stats = input_stats(features, inputs) if stats is None else stats
     zs = {}
     for n, col in inputs.items():
         mean, std = stats[f"m_{n}"], stats[f"s_{n}"]
@@ -61,13 +80,14 @@ def demote_negative_neighbours(scored: DataFrame, threshold: float, penalty: flo
 
 
 def blend_rank(features: DataFrame, settings: RankSettings, weights: Mapping[str, float] | None = None,
-               components: Sequence[Component] = COMPONENTS, scorer=None) -> DataFrame:
+               components: Sequence[Component] = COMPONENTS, scorer=None, stats: Mapping | None = None) -> DataFrame:
     """Standardise and blend the components (the settings' fixed weights unless ``weights``), demote
     near neighbours of negatively reviewed items, apply the category and engaged caps, keep the top N.
 
     ``scorer`` (a function of the standardised rows, e.g. a fitted GBT's) replaces the weighted sum
-    as the score; the weights still decide the reasons."""
-    scored = standardise_and_blend(features, settings.weights if weights is None else weights, components)
+    as the score; the weights still decide the reasons. ``stats`` (:func:`blend_stats` of
+    ``features``) saves the standardisation's aggregation."""
+    scored = standardise_and_blend(features, settings.weights if weights is None else weights, components, stats)
     if scorer is not None:
         scored = scorer(scored)
     scored = demote_negative_neighbours(scored, settings.negative_neighbour_threshold,
