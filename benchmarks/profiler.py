@@ -2,7 +2,7 @@
 
 The driver of a Spark job spends most of its time waiting on the JVM (a Spark job, a Delta
 commit), which a tracing profiler charges to py4j's socket read. This one looks at the main
-thread's stack every ``interval`` seconds and charges the sample to
+thread's stack every ``interval`` seconds and charges the time since its last look to
 
 - the *stage*: the outermost ``jobs/<stage>.py`` module on the stack (a hold-out lake's stages
   run inside ``rank_topn`` and ``evaluate`` and are charged to them), and
@@ -51,12 +51,15 @@ class Sampler:
         self.seconds = time.monotonic() - self._t0
 
     def _loop(self) -> None:
+        last = time.monotonic()
         while not self._stop.wait(self.interval):
+            now = time.monotonic()
             frame = sys._current_frames().get(self._target)
             if frame is not None:
-                self._take(frame)
+                self._take(frame, now - last)     # a busy machine wakes this thread late: charge the real gap
+            last = now
 
-    def _take(self, frame) -> None:
+    def _take(self, frame, seconds: float) -> None:
         stack = []                          # innermost first
         while frame is not None:
             stack.append(frame)
@@ -77,30 +80,32 @@ class Sampler:
             site = f"{rel}:{f.f_lineno} {f.f_code.co_name}"
             callee = stack[i + 1].f_code.co_name if i + 1 < len(stack) else ""
         self.samples += 1
-        self.stages[stage] += 1
+        self.stages[stage] += seconds
         if site is not None:
-            self.sites[(stage, f"{site} -> {callee}")] += 1
-            self.paths[(stage, " > ".join(path[-4:]))] += 1
+            # a call into C (time.sleep) has no frame of its own: the site alone
+            self.sites[(stage, f"{site} -> {callee}" if callee else site)] += seconds
+            self.paths[(stage, " > ".join(path[-4:]))] += seconds
 
-    def seconds_of(self, counter: Counter) -> dict:
-        """Counts as seconds (samples x interval)."""
-        return {k: round(v * self.interval, 2) for k, v in counter.items()}
+    @staticmethod
+    def seconds_of(counter: Counter) -> dict:
+        """Seconds, rounded to the hundredth."""
+        return {k: round(v, 2) for k, v in counter.items()}
 
     def report(self, top: int = 8) -> list[str]:
         """Seconds per stage, with each stage's ``top`` sites and paths."""
         lines = [f"driver samples: {self.samples} every {self.interval} s"]
-        for stage, n in self.stages.most_common():
-            lines.append(f"{stage}: {n * self.interval:.1f} s")
+        for stage, seconds in self.stages.most_common():
+            lines.append(f"{stage}: {seconds:.1f} s")
             for label, counter in (("site", self.sites), ("path", self.paths)):
                 best = sorted(((v, k[1]) for k, v in counter.items() if k[0] == stage), reverse=True)[:top]
                 for v, key in best:
-                    lines.append(f"    {label} {v * self.interval:6.1f} s  {key}")
+                    lines.append(f"    {label} {v:6.1f} s  {key}")
         return lines
 
     def to_json(self) -> dict:
         return {"interval": self.interval, "samples": self.samples,
                 "stages": self.seconds_of(self.stages),
-                "sites": [{"stage": k[0], "site": k[1], "seconds": round(v * self.interval, 2)}
+                "sites": [{"stage": k[0], "site": k[1], "seconds": round(v, 2)}
                           for k, v in self.sites.most_common()],
-                "paths": [{"stage": k[0], "path": k[1], "seconds": round(v * self.interval, 2)}
+                "paths": [{"stage": k[0], "path": k[1], "seconds": round(v, 2)}
                           for k, v in self.paths.most_common()]}

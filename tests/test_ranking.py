@@ -6,7 +6,7 @@ from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from jobs.evaluation import model_names
-from jobs.ranking import fired_rules, reasons, standardise_and_blend, top_n
+from jobs.ranking import blend_stats, fired_rules, reasons, standardise_and_blend, top_n
 from schemas.components import COMPONENTS, Component, ablations, default_weights, log_affinity, names
 from schemas.tables import components_struct
 
@@ -61,6 +61,10 @@ def test_standardise_and_blend_z_scores_each_input_and_weights_them(spark):
     assert {r["z_rule"] for r in got.values()} == {0.0}
     for r in got.values():
         assert r["score"] == pytest.approx(2.0 * r["z_popularity"] + r["z_topic"])
+    # the statistics of the same rows, computed once and passed in, standardise them the same way
+    feats = _features(spark)
+    shared = {r["item_id"]: r for r in standardise_and_blend(feats, weights, stats=blend_stats(feats)).collect()}
+    assert {k: r["score"] for k, r in shared.items()} == pytest.approx({k: r["score"] for k, r in got.items()})
 
 
 def test_fired_rules_need_the_whole_antecedent_among_the_newest_items(spark):
