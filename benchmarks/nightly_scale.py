@@ -31,6 +31,7 @@ that is where the fixed part goes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import subprocess
@@ -277,16 +278,15 @@ def one_night(args) -> int:
     folder = Path(args.one)
     # the session gets the same overrides as the night (``--set spark.conf.spark.driver.memory=8g``)
     spark = get_spark(load_config([CONF_DIR / "local.yaml", *args.conf], args.set), app_name="recjobs-nightly-scale")
-    if args.profile:
-        from benchmarks.profiler import Sampler
+    from benchmarks.profiler import Sampler
 
-        with Sampler() as sampler:
-            result = night(spark, folder, args.shape, args.users[0], args.items, args.seed, args.conf, args.set)
+    sampler = Sampler() if args.profile else None
+    with sampler or contextlib.nullcontext():
+        result = night(spark, folder, args.shape, args.users[0], args.items, args.seed, args.conf, args.set)
+    if sampler is not None:
         (folder / "profile.json").write_text(json.dumps(sampler.to_json(), indent=1))
         (folder / "profile.txt").write_text("\n".join(sampler.report(top=12)) + "\n")
         print(f"  driver profile: {folder / 'profile.txt'}", flush=True)
-    else:
-        result = night(spark, folder, args.shape, args.users[0], args.items, args.seed, args.conf, args.set)
     (folder / "night.json").write_text(json.dumps(result))
     spark.stop()
     return 0

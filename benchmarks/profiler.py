@@ -41,14 +41,12 @@ class Sampler:
     def __enter__(self) -> "Sampler":
         self._target = threading.get_ident()
         self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._t0 = time.monotonic()
         self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
-        self.seconds = time.monotonic() - self._t0
 
     def _loop(self) -> None:
         last = time.monotonic()
@@ -88,8 +86,8 @@ class Sampler:
 
     @staticmethod
     def seconds_of(counter: Counter) -> dict:
-        """Seconds, rounded to the hundredth."""
-        return {k: round(v, 2) for k, v in counter.items()}
+        """Seconds, rounded to the hundredth, largest first."""
+        return {k: round(v, 2) for k, v in counter.most_common()}
 
     def report(self, top: int = 8) -> list[str]:
         """Seconds per stage, with each stage's ``top`` sites and paths."""
@@ -105,7 +103,7 @@ class Sampler:
     def to_json(self) -> dict:
         return {"interval": self.interval, "samples": self.samples,
                 "stages": self.seconds_of(self.stages),
-                "sites": [{"stage": k[0], "site": k[1], "seconds": round(v, 2)}
-                          for k, v in self.sites.most_common()],
-                "paths": [{"stage": k[0], "path": k[1], "seconds": round(v, 2)}
-                          for k, v in self.paths.most_common()]}
+                "sites": [{"stage": stage, "site": site, "seconds": v}
+                          for (stage, site), v in self.seconds_of(self.sites).items()],
+                "paths": [{"stage": stage, "path": path, "seconds": v}
+                          for (stage, path), v in self.seconds_of(self.paths).items()]}

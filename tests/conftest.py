@@ -45,7 +45,6 @@ except ImportError:          # without pytest-xdist the suite runs in one proces
     LoadScopeScheduling = None
 
 
-
 def pytest_collection_modifyitems(config, items):
     """A module that uses ``shape_night`` must be listed in SHAPE_NIGHT_MODULES, or under
     ``pytest -n`` a second worker would build the same nights again."""
