@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-MODELS = ("blend", "blend_no_sequence", "blend_fixed", "seqrec", "seqrec_no_text", "ease", "popularity",
+MODELS = ("blend", "blend_no_sequence", "blend_no_neighbours", "blend_fixed", "seqrec", "seqrec_no_text", "ease", "popularity",
           "cooccurrence", "als")
 RARE = ("seqrec", "seqrec_no_text", "blend", "ease")
 SIZES = {"shop": (400, 300), "ratings": (600, 500), "reviews": (1500, 300)}
@@ -41,7 +41,7 @@ def night(spark, out: Path, shape: str, users: int, items: int, seed: int, proto
         f"lake.root={out / 'lake'}", f"dq.docs_dir={out / 'reports' / 'dq'}", f"report.dir={out / 'reports'}",
         # the default configuration's sequence window (conf/local.yaml shortens it for the demo)
         "seqrec.max_len=50",
-        f"eval.protocols=[{','.join(protocols)}]", "eval.ablations=[no_sequence]",
+        f"eval.protocols=[{','.join(protocols)}]", "eval.ablations=[no_sequence,no_neighbours]",
         "eval.baselines=[popularity,cooccurrence,als,ease,seqrec,seqrec_no_text]", "eval.ks=[10]"])
     t0 = time.monotonic()
     result = run_nightly(spark, cfg, spec.end_date, force=True, echo=lambda *a, **k: None)

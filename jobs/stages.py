@@ -15,6 +15,7 @@ STAGES: dict[str, str] = {
     "score_sentiment": "jobs.score_sentiment:run",
     "keywords": "jobs.user_keywords:run",
     "mine_rules": "jobs.mine_rules:run",
+    "fit_neighbours": "jobs.fit_neighbours:run",
     "rank_topn": "jobs.rank_topn:run",
     "validate": "jobs.validate:run",
     "publish": "jobs.publish:run",

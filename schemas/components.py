@@ -14,7 +14,8 @@ its blend input is ``transform(raw)``, standardised over all candidates; its rea
 The default weights are the fixed blend, the fallback when no weights are learned from the data.
 They were chosen by next-day Recall@10 on generated samples (seeds 7 and 13, 150 users, 9 days):
 the best worst case among the mixes that keep the language model (semantic > 0). ``sequence``
-came later and was not tuned: it enters the fixed blend with popularity's weight.
+came later and was not tuned: it enters the fixed blend with popularity's weight; ``neighbours``
+came later still and enters with the rules' weight (the learned blend sets both from the data).
 """
 from __future__ import annotations
 
@@ -82,6 +83,8 @@ COMPONENTS: tuple[Component, ...] = (
               "matches your interest in {user_terms}", "no_topics", log_affinity),
     Component("sentiment", "item's smoothed review sentiment", 0.2,
               "highly rated by reviewers", "no_sentiment"),
+    Component("neighbours", "sum of the item-neighbour weights (EASE) from the user's items", 0.5,
+              "often chosen with {nb_title}", "no_neighbours"),
     Component("rule", "best confidence of a fired rule", 0.5,
               "often bought after {rule_title}"),
     Component("popularity", "log(1 + decayed popularity)", 1.0,

@@ -308,5 +308,9 @@ SUITES: dict[str, Suite] = {s.name: s for s in (
         between("confidence", 0.0, 1.0, description="confidence in [0, 1]"),
         between("support", 0.0, 1.0, description="support in [0, 1]"),
         between("lift", 0.0, None, description="lift > 0", strict_min=True)]),
+    Suite("item_neighbours", "item_neighbours", "ds", lambda ctx: [
+        not_null(c.ITEM_ID), not_null("neighbour_id"),
+        between("weight", 0.0, None, description="kept neighbour weights are > 0", strict_min=True),
+        in_set("method", ["ease", "cosine"])]),
     Suite("recommendations", "recommendations_staging", "ds", _recommendation_checks, _recommendations),
 )}

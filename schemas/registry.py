@@ -63,6 +63,8 @@ TABLES: dict[str, TableSpec] = {
                   "Top decay-weighted TF-IDF terms of the items each user engaged with."),
         TableSpec("item_rules", t.ITEM_RULES, (c.DS,), _COMMON,
                   "FPGrowth association rules over baskets: antecedent -> consequent."),
+        TableSpec("item_neighbours", t.ITEM_NEIGHBOURS, (c.DS,), _COMMON,
+                  "Each item's strongest behaviour neighbours: EASE weights, or cosine above neighbours.max_items."),
         TableSpec("recommendations_staging", t.RECOMMENDATIONS, (c.DS,), _COMMON,
                   "rank_topn's output before validation; publish copies a date from here."),
         TableSpec("recommendations", t.RECOMMENDATIONS, (c.DS,),

@@ -252,6 +252,16 @@ ITEM_RULES = _s(
     (c.RUN_ID, StringType(), False),
 )
 
+ITEM_NEIGHBOURS = _s(
+    (c.DS, DateType(), False),
+    (c.ITEM_ID, StringType(), False),
+    ("neighbour_id", StringType(), False),
+    ("weight", DoubleType(), False),          # EASE weight B[item, neighbour] or cosine, > 0
+    ("method", StringType(), False),          # ease | cosine
+    (c.RUN_ID, StringType(), False),
+)
+
+
 def components_struct(components: Sequence[Component] = COMPONENT_TABLE) -> StructType:
     """The ``components`` struct of the recommendation tables: one double per blend component."""
     return StructType([StructField(comp.name, DoubleType(), True)

@@ -16,7 +16,7 @@ from udfs.topk import block_topk, group_size, select_topk, vectors
 SPEC = SampleSpec(users=150, items=150, days=9, seed=41)
 DS = SPEC.end_date - dt.timedelta(days=1)          # the last day is held out
 STAGES = ("build_sequences", "encode_items", "encode_users", "fit_topics", "score_sentiment", "keywords",
-          "mine_rules", "rank_topn", "validate", "publish")
+          "mine_rules", "fit_neighbours", "rank_topn", "validate", "publish")
 N = 10
 
 

@@ -35,7 +35,7 @@ def test_top_n_keeps_at_most_max_engaged_seen_items(spark):
 
 # each component's raw value for the rows a, b and c
 RAW = {"semantic": (0.9, 0.1, 0.5), "sequence": (1.5, -0.5, 0.2), "topic": (0.5, 0.1, 0.3),
-       "sentiment": (0.1, 0.3, 0.2), "rule": (None, 0.8, None), "popularity": (1.0, 3.0, 2.0),
+       "sentiment": (0.1, 0.3, 0.2), "rule": (None, 0.8, None), "neighbours": (0.0, 0.4, 1.2), "popularity": (1.0, 3.0, 2.0),
        "engagement": (0.5, 0.0, 1.0), "category_affinity": (0.2, 0.6, 0.2)}
 
 
@@ -81,7 +81,7 @@ def test_fired_rules_need_the_whole_antecedent_among_the_newest_items(spark):
 
 
 CONTEXT = ("anchor_title string, anchor_verb string, rule_title string, user_terms string, engaged_verb string, "
-           "category string, item_terms string, seq_title string, seq_verb string")
+           "category string, item_terms string, seq_title string, seq_verb string, nb_title string")
 
 
 def test_reasons_come_from_the_strongest_weighted_component(spark):
@@ -94,13 +94,14 @@ def test_reasons_come_from_the_strongest_weighted_component(spark):
         vals[names().index(strongest)] = value
         c = {"anchor_title": "Tent", "anchor_verb": "purchased", "rule_title": None, "user_terms": "tent, camp",
              "engaged_verb": "viewed", "category": "Camping", "item_terms": "camp, fire", "seq_title": None,
-             "seq_verb": None} | ctx
+             "seq_verb": None, "nb_title": None} | ctx
         return ("u", item, *vals, *c.values())
 
     frame = spark.createDataFrame([row("a", "semantic"), row("b", "engagement"), row("c", "rule"),
                                    row("d", "rule", rule_title="Stove"), row("e", "category_affinity"),
                                    row("f", "popularity", item_terms=None, category=None),
-                                   row("g", "sequence", seq_title="Dune", seq_verb="rated"), row("h", "sequence")],
+                                   row("g", "sequence", seq_title="Dune", seq_verb="rated"), row("h", "sequence"),
+                                   row("i", "neighbours", nb_title="Stove"), row("j", "neighbours")],
                                   schema)
     got = {r["item_id"]: (r["reason_kind"], r["reason"]) for r in reasons(frame, default_weights()).collect()}
     assert got["a"] == ("semantic", "similar to Tent you purchased")
@@ -111,6 +112,8 @@ def test_reasons_come_from_the_strongest_weighted_component(spark):
     assert got["f"] == ("popularity", "popular in the catalogue")       # the fallback always renders
     assert got["g"] == ("sequence", "because you rated Dune")
     assert got["h"] == ("popularity", "popular in camp, fire")          # no vector, no anchor: the fallback
+    assert got["i"] == ("neighbours", "often chosen with Stove")
+    assert got["j"] == ("popularity", "popular in camp, fire")          # no neighbour source: the fallback
     # a negative weight turns the strongest contribution around
     flipped = {r["item_id"]: r["reason_kind"]
                for r in reasons(frame, default_weights() | {"semantic": -1.0}).collect()}

@@ -146,6 +146,17 @@ class RuleSettings(Settings):
 
 
 @dataclass(frozen=True)
+class NeighbourSettings(Settings):
+    """fit_neighbours: item neighbours from behaviour (EASE, or cosine above max_items)."""
+
+    lookback_days: int = setting("neighbours.lookback_days", int_at_least(1))
+    max_user_items: int = setting("neighbours.max_user_items", int_at_least(1))
+    max_items: int = setting("neighbours.max_items", int_at_least(1))
+    reg: float = setting("neighbours.reg", positive)
+    per_item: int = setting("neighbours.per_item", int_at_least(1))
+
+
+@dataclass(frozen=True)
 class SeqRecSettings(Settings):
     """train_seqrec: the sequence model's architecture, training, cadence and serving."""
 
@@ -212,6 +223,9 @@ class RankSettings(Settings):
     candidates_k: int = setting("rank.candidates_k", int_at_least(1))
     sequence_k: int = setting("rank.sequence_k", int_at_least(1))
     popular_k: int = setting("rank.popular_k", int_at_least(1))
+    neighbour_k: int = setting("rank.neighbour_k", int_at_least(1))
+    neighbour_lookback_days: int = setting("neighbours.lookback_days", int_at_least(1))
+    neighbour_user_items: int = setting("neighbours.max_user_items", int_at_least(1))
     recent_items: int = setting("rank.recent_items", int_at_least(1))
     popularity_half_life_days: float = setting("rank.popularity_half_life_days", positive)
     popularity_lookback_days: int = setting("rank.popularity_lookback_days", int_at_least(1))

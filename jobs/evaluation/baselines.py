@@ -14,7 +14,9 @@ from pyspark.sql import functions as F
 
 from jobs.common.events import day_end, lookup
 from jobs.ranking import decayed_popularity, retrieve, top_popular
+from jobs.ranking.neighbours import ease_matrix, user_item_lists
 from schemas import columns as c
+from udfs.ease import binary_rows
 
 
 def top_k(scored: DataFrame, k: int, score: str) -> DataFrame:
@@ -82,50 +84,6 @@ def als_baseline(train: DataFrame, users: DataFrame, excluded: DataFrame, k: int
     return top_k(scored, k, "_s")
 
 
-def _binary_rows(item_lists, n: int):
-    """The binary user x item matrix ``(len(item_lists), n)`` float32 of lists of item indices."""
-    import numpy as np
-
-    x = np.zeros((len(item_lists), n), dtype=np.float32)
-    for r, items in enumerate(item_lists):
-        x[r, items] = 1.0
-    return x
-
-
-def _gram(rows, n: int, chunk: int = 1024):
-    """Partition body: ``X^T X`` (float64, ``n`` x ``n``) of the partition's users' binary item rows."""
-    import numpy as np
-
-    gram = np.zeros((n, n), dtype=np.float64)
-    block: list = []
-
-    def flush():
-        x = _binary_rows(block, n)
-        gram[:] += x.T.astype(np.float64) @ x
-        block.clear()
-
-    for row in rows:
-        block.append(row["_items"])
-        if len(block) >= chunk:
-            flush()
-    if block:
-        flush()
-    yield gram
-
-
-def ease_weights(gram, reg: float):
-    """EASE (Steck 2019): ``B = I - P diag(1 / diag(P))`` with ``P = (G + reg I)^-1``, so that
-    ``B[i, i] = 0``; the score of item j for a user is the sum of ``B[i, j]`` over their items i."""
-    import numpy as np
-
-    g = gram.astype(np.float64, copy=True)
-    g[np.diag_indices_from(g)] += reg
-    p = np.linalg.inv(g)
-    b = p / (-np.diag(p))
-    b[np.diag_indices_from(b)] = 0.0
-    return b.astype(np.float32)
-
-
 def ease_baseline(train: DataFrame, users: DataFrame, excluded: DataFrame, k: int, reg: float,
                   max_items: int) -> DataFrame | None:
     """EASE on the binary (user, item) matrix of the training events, for catalogues of at most
@@ -139,21 +97,20 @@ def ease_baseline(train: DataFrame, users: DataFrame, excluded: DataFrame, k: in
 
     spark = train.sparkSession
     pairs = train.select(c.USER_ID, c.ITEM_ID).distinct()
-    vocab = pairs.select(c.ITEM_ID).distinct().withColumn(
-        "_i", (F.row_number().over(Window.orderBy(c.ITEM_ID)) - 1).cast("int")).cache()
+    fitted = ease_matrix(pairs, reg, max_items)
+    if fitted is None:
+        return None
+    weights, vocab = fitted
     try:
-        n = vocab.count()
-        if n == 0 or n > max_items:
-            return None
-        lists = pairs.join(vocab, c.ITEM_ID).groupBy(c.USER_ID).agg(F.collect_list("_i").alias("_items"))
-        gram = lists.select("_items").rdd.mapPartitions(lambda rows, _n=n: _gram(rows, _n)).treeReduce(lambda a, b: a + b)
-        bc = spark.sparkContext.broadcast(ease_weights(gram, reg))
+        n = weights.shape[0]
+        lists = user_item_lists(pairs, vocab)
+        bc = spark.sparkContext.broadcast(weights)
         best = min(n, k * 3)                                  # room for exclusions
 
         def body(batches, _bc=bc, _best=best, _n=n):
             weights = _bc.value
             for batch in batches:
-                scores = _binary_rows(batch.column("_items").to_pylist(), _n) @ weights
+                scores = binary_rows(batch.column("_items").to_pylist(), _n) @ weights
                 top = np.argpartition(-scores, _best - 1, axis=1)[:, :_best]
                 user = np.repeat(np.asarray(batch.column(c.USER_ID).to_pylist(), dtype=object), _best)
                 yield pa.RecordBatch.from_pydict({c.USER_ID: user.tolist(), "_i": top.reshape(-1).astype(np.int32),

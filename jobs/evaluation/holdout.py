@@ -43,10 +43,11 @@ log = logging.getLogger(__name__)
 
 # The event-derived inputs of the ranker. encode_items is not among them (item text does not
 # depend on events: the vectors are copied), nor keywords (used in explanations only).
-FEATURE_STAGES = ("build_sequences", "encode_users", "train_seqrec", "fit_topics", "score_sentiment", "mine_rules")
+FEATURE_STAGES = ("build_sequences", "encode_users", "train_seqrec", "fit_topics", "score_sentiment", "mine_rules",
+                  "fit_neighbours")
 # Without decay only these change; the rest is copied from the protocol's evaluation lake.
 DECAY_STAGES = ("build_sequences", "encode_users", "fit_topics")
-DECAY_FREE_TABLES = ("topic_models", "item_sentiment", "user_item_sentiment", "item_rules",
+DECAY_FREE_TABLES = ("topic_models", "item_sentiment", "user_item_sentiment", "item_rules", "item_neighbours",
                      "sequence_models", "sequence_user_vectors", "sequence_item_vectors")
 NO_DECAY_DAYS = 1e6
 HOLDOUT = "_holdout"

@@ -19,6 +19,7 @@ from jobs.common.settings import RankSettings
 from jobs.ranking.candidates import (decayed_popularity, dot, engagement, fired_rules, recency, retrieve,
                                      top_popular)
 from jobs.ranking.exclusions import excluded_pairs, negative_reviews
+from jobs.ranking.neighbours import best_per_user, neighbour_sums, user_items
 from schemas import columns as c
 
 HALF_LIFE_COMPONENTS = ("engagement", "popularity")
@@ -50,7 +51,7 @@ class RankingData:
     Attributes:
         features: One row per (user, candidate): the raw components, ``_neg_sim`` (similarity to
             the user's negatively reviewed items), ``engaged_type``, title and category, and the
-            helper columns the reasons need (``_iv``, ``rule_from``, ``_utop``, ``_itop``,
+            helper columns the reasons need (``_iv``, ``rule_from``, ``nb_from``, ``_utop``, ``_itop``,
             ``_sanchor``/``_satype``: the sequence model's anchor item and the event on it).
         sequences: ``(user_id, events)`` of the date.
         item_vectors: ``(item_id, _iv)``.
@@ -73,8 +74,9 @@ def candidate_features(read: Reader, ds: dt.date, s: RankSettings,
     """Build the candidate features of ``ds`` from the tables ``read`` returns (a lake's reader).
 
     Candidates: (a) embedding retrieval, (a') the sequence model's top ``sequence_k`` (its user
-    vectors against its item output vectors), (b) fired rules, (c) the users' own sequence items,
-    (d) the ``popular_k`` most popular items for everyone; minus the excluded pairs.
+    vectors against its item output vectors), (a'') the ``neighbour_k`` largest sums of the item
+    neighbours of the user's items (``item_neighbours``), (b) fired rules, (c) the users' own
+    sequence items, (d) the ``popular_k`` most popular items for everyone; minus the excluded pairs.
 
     ``half_life_grid`` (``{"engagement": [days ...], "popularity": [days ...]}``) adds the two
     components computed with each of those half-lives (``engagement_hl<h>``, ``popularity_hl<h>``: :func:`grid_column`), for
@@ -91,13 +93,17 @@ def candidate_features(read: Reader, ds: dt.date, s: RankSettings,
     history = read("events_clean").where(F.col(c.EVENT_DATE) <= F.lit(ds))
     seq_user = read("sequence_user_vectors").where(on_ds)
     seq_item = read("sequence_item_vectors").where(on_ds).select(c.ITEM_ID, "embedding")
-    popularity = None
+    popularity = nb_sums = None
     try:
         retrieved = retrieve(user_vec, item_vec, s.candidates_k, s.broadcast_max_items, s.block_rows)
         # the sequence model's own top-K (nothing when no model was trained tonight)
         by_sequence = retrieve(seq_user.select(c.USER_ID, "embedding"), seq_item, s.sequence_k,
                                s.broadcast_max_items, s.block_rows)
         rules = fired_rules(seqs, read("item_rules").where(on_ds), s.recent_items)
+        # item neighbours summed over each ranked user's newest items (nothing before the first fit)
+        recent_history = history.where(F.col(c.EVENT_DATE) > F.lit(ds - dt.timedelta(days=s.neighbour_lookback_days)))
+        mine = user_items(recent_history.join(users, c.USER_ID, "left_semi"), s.neighbour_user_items)
+        nb_sums = neighbour_sums(mine, read("item_neighbours").where(on_ds)).persist(StorageLevel.MEMORY_AND_DISK)
         pop_events = history.where(F.col(c.EVENT_DATE) > F.lit(ds - dt.timedelta(days=s.popularity_lookback_days)))
         popularity = decayed_popularity(pop_events, end, s.popularity_half_life_days, s.type_weights,
                                         {grid_column("popularity", h): h for h in grid["popularity"]}
@@ -106,6 +112,7 @@ def candidate_features(read: Reader, ds: dt.date, s: RankSettings,
         engaged, category_share = engagement(seqs, items, end, s.engagement_half_life_days)
         candidates = (retrieved.select(c.USER_ID, c.ITEM_ID)
                       .unionByName(by_sequence.select(c.USER_ID, c.ITEM_ID))
+                      .unionByName(best_per_user(nb_sums, s.neighbour_k))
                       .unionByName(rules.select(c.USER_ID, c.ITEM_ID))
                       .unionByName(engaged.select(c.USER_ID, c.ITEM_ID))           # at most sequences.max_len per user
                       .unionByName(users.crossJoin(popular.select(c.ITEM_ID)))   # users x popular_k, bounded
@@ -131,6 +138,8 @@ def candidate_features(read: Reader, ds: dt.date, s: RankSettings,
                  .join(user_topics, c.USER_ID, "left").join(item_topics, c.ITEM_ID, "left")
                  .join(item_sent, c.ITEM_ID, "left")
                  .join(rules, [c.USER_ID, c.ITEM_ID], "left")
+                 .join(nb_sums, [c.USER_ID, c.ITEM_ID], "left")
+                 .withColumn("neighbours", F.coalesce(F.col("neighbours"), F.lit(0.0)))
                  .join(popularity, c.ITEM_ID, "left")
                  .join(engaged, [c.USER_ID, c.ITEM_ID], "left")
                  .withColumn("engagement", F.coalesce(F.col("engagement"), F.lit(0.0)))
@@ -150,5 +159,6 @@ def candidate_features(read: Reader, ds: dt.date, s: RankSettings,
         yield RankingData(feats, seqs, ivec, items, users, popularity)
     finally:
         seqs.unpersist()
-        if popularity is not None:
-            popularity.unpersist()
+        for frame in (popularity, nb_sums):
+            if frame is not None:
+                frame.unpersist()

@@ -58,13 +58,14 @@ def reason_context(ranked: DataFrame, sequences: DataFrame, item_vectors: DataFr
     - ``anchor_title``/``anchor_verb``: of the user's ``2 * recent_items`` newest items, the one
       most similar to the pick (cosine of item vectors), and what the user did with it;
     - ``rule_title``: the antecedent of the fired rule (``rule_from``);
+    - ``nb_title``: the user's item that gives the pick most of its neighbour weight (``nb_from``);
     - ``user_terms``/``item_terms``: three terms of the user's and of the item's top topic (the
       item's falls back to its category);
     - ``engaged_verb``: the verb of the user's newest event on the item;
     - ``seq_title``/``seq_verb``: the item of the user's history the sequence model's newest
       position attends to most (``_sanchor``), and what the user did with it (``_satype``).
 
-    ``ranked`` needs ``_iv`` (the item vector), ``rule_from``, ``engaged_type``, ``_utop``, ``_itop``
+    ``ranked`` needs ``_iv`` (the item vector), ``rule_from``, ``nb_from``, ``engaged_type``, ``_utop``, ``_itop``
     and ``category``; ``item_vectors`` is ``(item_id, _iv)``.
     """
     recent = (sequences.select(c.USER_ID, F.posexplode("events").alias("_p", "_e"))
@@ -83,6 +84,8 @@ def reason_context(ranked: DataFrame, sequences: DataFrame, item_vectors: DataFr
                   "_anchor", "left")
             .join(titles.withColumnRenamed("_tid", "rule_from").withColumnRenamed("_title", "rule_title"),
                   "rule_from", "left")
+            .join(titles.withColumnRenamed("_tid", "nb_from").withColumnRenamed("_title", "nb_title"),
+                  "nb_from", "left")
             .join(terms.withColumnRenamed("topic", "_utop").withColumnRenamed("_terms", "user_terms"), "_utop", "left")
             .join(terms.withColumnRenamed("topic", "_itop").withColumnRenamed("_terms", "item_terms"), "_itop", "left")
             .join(titles.withColumnRenamed("_tid", "_sanchor").withColumnRenamed("_title", "seq_title"),
