@@ -8,11 +8,13 @@ nightly with the local configuration and the shape's suggested settings (what
 leave-last-out the product is the night's own blend, learned from half of the users' held-out
 events, scored on the other half (next-day: learned on a hold-out nested in the split's
 training events), and the same users are ranked with the fixed weights
-(``blend_fixed``), without the sequence model (``blend_no_sequence``), the sequence model alone
+(``blend_fixed``), without the sequence model (``blend_no_sequence``), without the item
+neighbours (``blend_no_neighbours``), the sequence model alone
 (``seqrec``) and trained without text (``seqrec_no_text``), and the baselines (EASE, popularity,
 co-occurrence, ALS). Prints Recall@10 / NDCG@10 per shape and protocol (and on held-out items with fewer than
 five training events), the
-weights the night learned next to the fixed ones, and the seconds each night took.
+weights the night learned next to the fixed ones, and the seconds each night and its slowest
+stages took.
 """
 from __future__ import annotations
 
@@ -86,6 +88,22 @@ def weights(spark, shape: str, run: dict) -> str:
             f"weights fixed -> tonight: " + ", ".join(parts))
 
 
+def stage_seconds(spark, run: dict, top: int = 6) -> str:
+    """The night's slowest stages and fit_neighbours, by their ``runs`` rows."""
+    from pyspark.sql import functions as F
+
+    from jobs.common import delta_io
+
+    rows = (delta_io.read_table(spark, run["cfg"], "runs").where(F.col("ds") == F.lit(run["ds"]))
+            .where(F.col("status") == "succeeded").groupBy("stage").agg(F.max("duration_s").alias("s"))
+            .collect())   # a row a stage
+    seconds = {r["stage"]: r["s"] for r in rows}
+    slow = sorted(seconds, key=seconds.get, reverse=True)[:top]
+    if "fit_neighbours" in seconds and "fit_neighbours" not in slow:
+        slow.append("fit_neighbours")
+    return ", ".join(f"{name} {seconds[name]:.0f} s" for name in slow)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, help="folder for the samples and lakes (one per shape)")
@@ -116,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     print()
     for shape, run in runs.items():
         print(weights(spark, shape, run))
+    print()
+    for shape, run in runs.items():
+        print(f"{shape}: {stage_seconds(spark, run)}")
     return 0
 
 

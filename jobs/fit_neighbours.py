@@ -6,8 +6,8 @@
 The binary user x item matrix holds each user's ``neighbours.max_user_items`` most recently touched
 distinct items over the ``neighbours.lookback_days`` days ending with ds. Catalogues of at most
 ``neighbours.max_items`` items with events get EASE (Steck 2019: closed form, ``neighbours.reg``);
-larger ones item-KNN cosine. Writes each item's ``neighbours.per_item`` largest positive weights to
-the ds partition of ``item_neighbours``, in one commit.
+larger ones item-KNN cosine. Writes each item's ``neighbours.per_item`` largest weights (EASE: in
+magnitude, negative ones included; cosine: the largest) to the ds partition of ``item_neighbours``, in one commit.
 """
 from __future__ import annotations
 

@@ -217,6 +217,11 @@ def _recommendations(df: DataFrame, ctx: SuiteContext) -> DataFrame:
     return out.withColumn("_excluded", F.coalesce("_excluded", F.lit(False)))
 
 
+def _neighbour_weights(df: DataFrame, ctx: SuiteContext) -> DataFrame:
+    ok = F.when(F.col("method") == "cosine", F.col("weight") > 0).otherwise(F.col("weight") != 0)
+    return df.withColumn("_weight_ok", F.coalesce(ok & ~F.isnan("weight"), F.lit(False)))
+
+
 # ------------------------------------------------------------------------------------- suites
 def _raw_events_checks(ctx: SuiteContext) -> list[Check]:
     types = list(ctx.event_types)
@@ -310,7 +315,7 @@ SUITES: dict[str, Suite] = {s.name: s for s in (
         between("lift", 0.0, None, description="lift > 0", strict_min=True)]),
     Suite("item_neighbours", "item_neighbours", "ds", lambda ctx: [
         not_null(c.ITEM_ID), not_null("neighbour_id"),
-        between("weight", 0.0, None, description="kept neighbour weights are > 0", strict_min=True),
-        in_set("method", ["ease", "cosine"])]),
+        true("_weight_ok", "weights are non-zero EASE weights, or cosines > 0"),
+        in_set("method", ["ease", "cosine"])], _neighbour_weights),
     Suite("recommendations", "recommendations_staging", "ds", _recommendation_checks, _recommendations),
 )}

@@ -256,7 +256,7 @@ ITEM_NEIGHBOURS = _s(
     (c.DS, DateType(), False),
     (c.ITEM_ID, StringType(), False),
     ("neighbour_id", StringType(), False),
-    ("weight", DoubleType(), False),          # EASE weight B[item, neighbour] or cosine, > 0
+    ("weight", DoubleType(), False),          # EASE weight B[item, neighbour] (either sign) or cosine > 0
     ("method", StringType(), False),          # ease | cosine
     (c.RUN_ID, StringType(), False),
 )

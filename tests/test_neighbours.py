@@ -56,6 +56,26 @@ def test_top_neighbours_keeps_positive_weights_and_breaks_ties_by_index():
     src, dst, vals = top_neighbours(w, 2)
     assert list(zip(src.tolist(), dst.tolist())) == [(0, 1), (0, 2), (1, 0), (3, 0), (3, 1)]
     assert vals.tolist() == [0.5, 0.5, np.float32(0.2), np.float32(0.3), np.float32(0.3)]
+    # signed: the largest in magnitude, negative ones too; zeros and the diagonal never
+    src, dst, vals = top_neighbours(w, 2, signed=True)
+    assert list(zip(src.tolist(), dst.tolist())) == [(0, 3), (0, 1), (1, 0), (3, 0), (3, 1)]
+    assert vals.tolist() == [-1.0, 0.5, np.float32(0.2), np.float32(0.3), np.float32(0.3)]
+
+
+def test_signed_pruning_keeps_the_sums_closer_to_full_ease():
+    lists = _planted_lists(n_users=300, n_items=40, seed=7)
+    x = binary_rows(lists, 40).astype(np.float64)
+    full = ease_weights(x.T @ x, reg=5.0).astype(np.float64)
+
+    def pruned(signed):
+        b = np.zeros_like(full)
+        src, dst, w = top_neighbours(full.astype(np.float32), 8, signed=signed)
+        b[src, dst] = w
+        return b
+
+    exact = x @ full
+    err = {signed: np.abs(x @ pruned(signed) - exact).mean() for signed in (True, False)}
+    assert err[True] < err[False]
 
 
 def _events(spark, lists, day=DS):
@@ -84,12 +104,17 @@ def test_the_spark_fit_finds_planted_partners_with_ease_and_switches_to_cosine_a
 
 def test_neighbour_sums_add_the_weights_from_the_users_items_and_name_the_strongest(spark):
     mine = spark.createDataFrame([("u1", "a"), ("u1", "b"), ("u2", "b")], "user_id string, item_id string")
-    nbs = spark.createDataFrame([("a", "x", 0.5), ("b", "x", 0.25), ("b", "y", 0.75), ("c", "x", 9.0)],
+    nbs = spark.createDataFrame([("a", "x", 0.5), ("b", "x", 0.25), ("b", "y", 0.75), ("c", "x", 9.0),
+                                 ("a", "z", -0.5), ("b", "z", 0.125)],
                                 "item_id string, neighbour_id string, weight double")
     sums = neighbour_sums(mine, nbs)
     got = {(r["user_id"], r["item_id"]): (r["neighbours"], r["nb_from"]) for r in sums.collect()}
+    # EASE's negative weights count in the sum but never name the reason: u1's z is named after b,
+    # its one positive weight, and a user with only a negative weight to an item gets no name
     assert got == {("u1", "x"): (0.75, "a"), ("u1", "y"): (0.75, "b"), ("u2", "x"): (0.25, "b"),
-                   ("u2", "y"): (0.75, "b")}
+                   ("u2", "y"): (0.75, "b"), ("u1", "z"): (-0.375, "b"), ("u2", "z"): (0.125, "b")}
+    alone = neighbour_sums(mine.where("item_id = 'a'"), nbs.where("neighbour_id = 'z'")).first()
+    assert (alone["neighbours"], alone["nb_from"]) == (-0.5, None)
     top = {(r["user_id"], r["item_id"]) for r in best_per_user(sums, 1).collect()}
     assert top == {("u1", "x"), ("u2", "y")}                            # tie in u1 goes to the lower id
 

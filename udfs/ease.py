@@ -48,18 +48,25 @@ def ease_weights(gram: np.ndarray, reg: float) -> np.ndarray:
     return b.astype(np.float32)
 
 
-def top_neighbours(weights: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def top_neighbours(weights: np.ndarray, k: int, signed: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(source, neighbour, weight)`` index arrays: each row's ``k`` largest positive off-diagonal
-    entries (ties by the lower index, so the same matrix always gives the same rows)."""
+    entries, or with ``signed`` its ``k`` largest in magnitude (non-zero; the negative ones too),
+    ties by the lower index, so the same matrix always gives the same rows.
+
+    EASE needs ``signed``: its score is a sum over the user's items, and the negative weights keep
+    what co-occurs with everything from outranking what co-occurs with the user's items in
+    particular. Keeping only the positive ones drifts further from the full model the more of
+    them are kept."""
     n = weights.shape[0]
     k = min(k, max(n - 1, 0))
     if k == 0:
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty, np.zeros(0, dtype=np.float32)
-    w = weights.copy()
-    w[np.diag_indices_from(w)] = -np.inf
-    order = np.argsort(-w, axis=1, kind="stable")[:, :k]
+    w = weights.astype(np.float32, copy=True)
+    key = np.abs(w) if signed else w.copy()
+    key[np.diag_indices_from(key)] = -np.inf
+    order = np.argsort(-key, axis=1, kind="stable")[:, :k]
     vals = np.take_along_axis(w, order, 1)
-    keep = vals > 0
+    keep = np.take_along_axis(key, order, 1) > 0
     src = np.repeat(np.arange(n), k).reshape(n, k)
     return src[keep], order[keep], vals[keep].astype(np.float32)

@@ -6,10 +6,12 @@ what each user did after it. Per candidate the blend inputs are standardised exa
 nightly standardises them, so a logistic regression on them gives weights in the same units as
 the fixed ones: readable, and the reasons still come from the strongest weighted contribution.
 
-What is kept is chosen on validation users (a seeded share, never the evaluation's test users):
-the half-lives of ``engagement`` and ``popularity`` from a grid, then the best of the fitted
-model, the fixed weights and every single component by validation NDCG@10, so the blend can
-never fall below its best single component there.
+What is kept is chosen on every labelled user (never the evaluation's test users) by
+cross-fitting: the half-lives of ``engagement`` and ``popularity`` from a grid, then the best of
+the fitted model (judged out of fold), the fixed weights and every single component by NDCG@10,
+so the blend can never fall below its best single component there. Judging on every user
+rather than on a held-back share makes the choice far less a matter of which few users were
+held back: on a small hold-out a share of 25% is a few dozen users.
 """
 from __future__ import annotations
 
@@ -55,8 +57,13 @@ def label_rows(features: DataFrame, held: DataFrame) -> DataFrame:
             .withColumn(LABEL, F.coalesce(F.col(LABEL), F.lit(0.0))))
 
 
-def _validation(col_user: str, share: float, seed: int):
-    return F.pmod(F.xxhash64(F.col(col_user), F.lit(seed)), F.lit(10_000)) < F.lit(int(share * 10_000))
+def folds_of(validation_share: float) -> int:
+    """Cross-fitting folds: each fold's fit leaves out about ``validation_share`` of the users."""
+    return max(2, int(round(1.0 / validation_share)))
+
+
+def _fold(col_user: str, folds: int, seed: int) -> Column:
+    return F.pmod(F.xxhash64(F.col(col_user), F.lit(seed)), F.lit(folds)).cast("int")
 
 
 def ndcg_of(rows: DataFrame, scores: Mapping[str, Column], truth: DataFrame, k: int = K) -> dict[str, float]:
@@ -93,7 +100,12 @@ def fit_blend(rows: DataFrame, held: DataFrame, fixed_weights: Mapping[str, floa
               validation_share: float = 0.25, reg_param: float = 0.01, seed: int = 11,
               components: Sequence[Component] = COMPONENTS) -> FittedBlend:
     """Fit the blend on labelled candidate rows (:func:`label_rows`), choose what to keep on
-    validation users, and say how every candidate did.
+    every user by cross-fitting, and say how every candidate did.
+
+    The users fall into ``folds_of(validation_share)`` seeded folds. The fitted model is judged
+    out of fold (each fold ranked by a model fitted on the other folds), the fixed blend and each
+    single component (nothing fitted) on the same users, so the choice rests on every labelled
+    user rather than on a share of them; the model kept is then fitted on all of them.
 
     Args:
         rows: Candidate features with ``label`` and, for each half-life ``h`` of ``half_life_grid``
@@ -110,16 +122,16 @@ def fit_blend(rows: DataFrame, held: DataFrame, fixed_weights: Mapping[str, floa
     from pyspark.ml.functions import vector_to_array
 
     t0 = time.monotonic()
-    is_val = _validation(c.USER_ID, validation_share, seed)
-    rows = rows.withColumn("_val", is_val)
-    val_truth = held.where(is_val).select(c.USER_ID, c.ITEM_ID)
-    metrics: dict = {"validation_users": val_truth.select(c.USER_ID).distinct().count()}
+    folds = folds_of(validation_share)
+    rows = rows.withColumn("_fold", _fold(c.USER_ID, folds, seed))
+    truth = held.select(c.USER_ID, c.ITEM_ID)
+    metrics: dict = {"validation_users": truth.select(c.USER_ID).distinct().count(), "folds": folds}
     # the fixed blend as configured, half-lives included: standardised over all candidates like tonight
     fixed = standardise_and_blend(use_half_lives(rows, fixed_half_lives), fixed_weights, components)
 
-    # 1. half-lives: the fixed blend with one component's half-life changed at a time, on the
-    # validation users (a component alone would not do: its recency ranks alike whatever the
-    # half-life); every variant in one pass
+    # 1. half-lives: the fixed blend with one component's half-life changed at a time (a component
+    # alone would not do: its recency ranks alike whatever the half-life); every variant in one
+    # pass, nothing fitted, so every user judges them
     of = {comp.name: comp for comp in components}
     options = {comp: [float(h) for h in half_life_grid.get(comp) or []] for comp in HALF_LIFE_COMPONENTS if comp in of}
     fixed = standardised(fixed, {grid_column(comp, h): of[comp].transform(F.col(grid_column(comp, h)))
@@ -129,7 +141,7 @@ def fit_blend(rows: DataFrame, held: DataFrame, fixed_weights: Mapping[str, floa
         w = F.lit(float(fixed_weights.get(comp, 0.0)))
         for h in hs:
             variants[grid_column(comp, h)] = F.col("score") + w * (F.col(f"z_{grid_column(comp, h)}") - F.col(f"z_{comp}"))
-    first = ndcg_of(fixed.where("_val"), variants, val_truth)
+    first = ndcg_of(fixed, variants, truth)
     fixed_ndcg = first["fixed"]
     half_lives = {}
     for comp, hs in options.items():
@@ -145,32 +157,43 @@ def fit_blend(rows: DataFrame, held: DataFrame, fixed_weights: Mapping[str, floa
     zero = {comp.name: 0.0 for comp in components}
     rows = standardise_and_blend(rows, zero, components).drop("score").cache()
     z = [f"z_{n}" for n in names(components)]
-    fit, counts, sample = _sample(rows.where(~F.col("_val")), negatives_per_user, seed)
     assembled = VectorAssembler(inputCols=z, outputCol="_x")
-    if learner == "gbt":
-        est = GBTClassifier(featuresCol="_x", labelCol=LABEL, weightCol="_w", maxIter=30, maxDepth=4, seed=seed)
-    else:
-        est = LogisticRegression(featuresCol="_x", labelCol=LABEL, weightCol="_w", regParam=reg_param,
-                                 elasticNetParam=0.0, standardization=False, maxIter=100)
-    model = est.fit(assembled.transform(fit))
-    sample.unpersist()
-    metrics.update(counts)
 
-    # 3. every candidate on the validation users
-    val = rows.where("_val")
-    scored_val = model.transform(assembled.transform(val))
-    if learner == "gbt":
-        # trees have no weights: the importances stand in for them in reasons and reports
-        learned = {n: float(w) for n, w in zip(names(components), model.featureImportances.toArray())}
-        scored_val = scored_val.withColumn("_learned", vector_to_array("probability")[1])
-    else:
-        learned = {n: float(w) for n, w in zip(names(components), model.coefficients.toArray())}
-        scored_val = scored_val.withColumn("_learned", _weighted(learned))
-    auc = BinaryClassificationEvaluator(rawPredictionCol="rawPrediction", labelCol=LABEL).evaluate(scored_val)
-    results = ndcg_of(scored_val, {"learned": F.col("_learned"),
-                                   **{f"single:{n}": F.col(f"z_{n}") for n in names(components)}}, val_truth)
+    def fit(part: DataFrame):
+        kept, counts, sample = _sample(part, negatives_per_user, seed)
+        if learner == "gbt":
+            est = GBTClassifier(featuresCol="_x", labelCol=LABEL, weightCol="_w", maxIter=30, maxDepth=4, seed=seed)
+        else:
+            est = LogisticRegression(featuresCol="_x", labelCol=LABEL, weightCol="_w", regParam=reg_param,
+                                     elasticNetParam=0.0, standardization=False, maxIter=100)
+        model = est.fit(assembled.transform(kept))
+        sample.unpersist()
+        return model, counts
+
+    def learned_score(model, frame: DataFrame) -> DataFrame:
+        out = model.transform(assembled.transform(frame))
+        if learner == "gbt":
+            return out.withColumn("_learned", vector_to_array("probability")[1])
+        return out.withColumn("_learned", _weighted(_weights_of(model, components)))
+
+    # 3. out of fold: each fold ranked by the model fitted on the other folds
+    scored = None
+    for f in range(folds):
+        fold_model, _ = fit(rows.where(F.col("_fold") != f))
+        part = learned_score(fold_model, rows.where(F.col("_fold") == f))
+        scored = part if scored is None else scored.unionByName(part)
+    scored = scored.persist(StorageLevel.MEMORY_AND_DISK)
+    auc = BinaryClassificationEvaluator(rawPredictionCol="rawPrediction", labelCol=LABEL).evaluate(scored)
+    results = ndcg_of(scored, {"learned": F.col("_learned"),
+                               **{f"single:{n}": F.col(f"z_{n}") for n in names(components)}}, truth)
     results["fixed"] = fixed_ndcg
+    scored.unpersist()
+
+    # 4. the model kept: fitted on every user
+    model, counts = fit(rows)
+    metrics.update(counts)
     rows.unpersist()
+    learned = _weights_of(model, components)
     order = ["learned", "fixed", *[f"single:{n}" for n in names(components)]]
     chosen = max(order, key=lambda k: (results[k], -order.index(k)))
     if chosen == "learned":
@@ -184,10 +207,17 @@ def fit_blend(rows: DataFrame, held: DataFrame, fixed_weights: Mapping[str, floa
                     "learned_weights": learned, "best_single": best_single.split(":", 1)[1],
                     "best_single_ndcg": results[best_single], "fixed_ndcg": results["fixed"],
                     "seconds": round(time.monotonic() - t0, 1)})
-    log.info("learned blend: chose %s (validation NDCG@10 %.4f; learned %.4f, fixed %.4f, best single %s %.4f)",
-             chosen, results[chosen], results["learned"], results["fixed"], best_single.split(":", 1)[1],
-             results[best_single])
+    log.info("learned blend: chose %s (NDCG@10 over %d users, %d folds: learned %.4f, fixed %.4f, best single %s "
+             "%.4f)", chosen, metrics["validation_users"], folds, results["learned"], results["fixed"],
+             best_single.split(":", 1)[1], results[best_single])
     return FittedBlend(weights, half_lives, chosen, learner, metrics, model)
+
+
+def _weights_of(model, components: Sequence[Component]) -> dict[str, float]:
+    """A fitted model's weights: logistic coefficients, or (trees have none) the GBT importances,
+    which stand in for them in reasons and reports."""
+    values = model.featureImportances if hasattr(model, "featureImportances") else model.coefficients
+    return {n: float(w) for n, w in zip(names(components), values.toArray())}
 
 
 def _weighted(weights: Mapping[str, float]):

@@ -59,7 +59,7 @@ def ease_matrix(pairs: DataFrame, reg: float, max_items: int) -> Tuple[np.ndarra
 
 
 def _neighbour_frame(spark, weights: np.ndarray, vocab: DataFrame, per_item: int) -> DataFrame:
-    src, dst, w = top_neighbours(weights, per_item)
+    src, dst, w = top_neighbours(weights, per_item, signed=True)
     import pandas as pd
 
     idx = spark.createDataFrame(pd.DataFrame({"_s": src.astype(np.int32), "_d": dst.astype(np.int32),
@@ -71,9 +71,9 @@ def _neighbour_frame(spark, weights: np.ndarray, vocab: DataFrame, per_item: int
 
 
 def ease_neighbours(pairs: DataFrame, reg: float, per_item: int, max_items: int) -> DataFrame | None:
-    """``(item_id, neighbour_id, weight)``: each item's ``per_item`` largest positive EASE weights
-    ``B[item, neighbour]`` (None above ``max_items`` items). Materialised: the vocabulary it was
-    built from is released before returning."""
+    """``(item_id, neighbour_id, weight)``: each item's ``per_item`` largest EASE weights
+    ``B[item, neighbour]`` in magnitude, negative ones included (None above ``max_items`` items).
+    Materialised: the vocabulary it was built from is released before returning."""
     fitted = ease_matrix(pairs, reg, max_items)
     if fitted is None:
         return None
@@ -119,13 +119,16 @@ def fit_neighbours(events: DataFrame, reg: float, per_item: int, max_items: int,
 def neighbour_sums(items_of_users: DataFrame, neighbours: DataFrame) -> DataFrame:
     """``(user_id, item_id, neighbours, nb_from)``: for every item that is a neighbour of one of
     the user's items, the sum of those weights (the EASE score restricted to kept neighbours) and
-    the user's item that gives the most of it (ties by item id)."""
+    the user's item that gives the most of it (ties by item id; null when no weight is positive)."""
     joined = (items_of_users.select(c.USER_ID, F.col(c.ITEM_ID).alias("_src"))
               .join(neighbours.select(F.col(c.ITEM_ID).alias("_src"), F.col(NEIGHBOUR_ID).alias(c.ITEM_ID),
                                       "weight"), "_src"))
+    strongest = F.min(F.struct((-F.col("weight")).alias("_w"), F.col("_src")))
     return (joined.groupBy(c.USER_ID, c.ITEM_ID)
-            .agg(F.sum("weight").alias("neighbours"),
-                 F.min(F.struct((-F.col("weight")).alias("_w"), F.col("_src")))["_src"].alias("nb_from")))
+            .agg(F.sum("weight").alias("neighbours"), strongest.alias("_best"))
+            # a reason only from a positive weight (EASE keeps negative ones too)
+            .withColumn("nb_from", F.when(F.col("_best._w") < 0, F.col("_best._src")))
+            .drop("_best"))
 
 
 def best_per_user(sums: DataFrame, k: int) -> DataFrame:
