@@ -152,8 +152,9 @@ def _run(spark, cfg, ds, run_id, rec, s: SeqRecSettings, vocab: DataFrame, on_ds
     events = (delta_io.read_table(spark, cfg, "events_clean")
               .where((F.col(c.EVENT_DATE) > F.lit(ds - dt.timedelta(days=s.lookback_days)))
                      & (F.col(c.EVENT_DATE) <= F.lit(ds)) & (F.col(c.EVENT_TS) < F.lit(day_end(ds)))))
-    # max_len inputs + the validation target + the first training target
-    seqs = item_sequences(events, vocab, s.max_len + 2, base_ds).cache()
+    # the newest `history` training targets (max_len of them read at serving), the input before
+    # the oldest, and the validation target
+    seqs = item_sequences(events, vocab, s.history + 2, base_ds).cache()
     try:
         trainable = seqs.where(F.size("items") >= 2)
         if warm:

@@ -113,6 +113,22 @@ def test_examples_hold_out_the_last_item_and_weight_only_new_targets():
     assert ex.weight.tolist() == [[0, 0, 1], [0, 0, 1]]     # targets 2 and 3 are before index 3
 
 
+def test_a_long_history_trains_in_windows_of_max_len_up_to_the_history():
+    seq = list(range(1, 12))                                    # 11 items: 10 training, 11 held out
+    one = sq.make_examples([seq], 3)                            # history = max_len: the newest window
+    assert one.targets.tolist() == [[8, 9, 10]] and one.inputs.tolist() == [[7, 8, 9]]
+    ex = sq.make_examples([seq], 3, history=8)
+    # the newest 8 targets (3..10) in windows of 3 from the newest back, inputs one step behind
+    assert ex.targets.tolist() == [[8, 9, 10], [5, 6, 7], [0, 3, 4]]
+    assert ex.inputs.tolist() == [[7, 8, 9], [4, 5, 6], [0, 2, 3]]
+    assert ex.positions == 8 and ex.val_targets.tolist() == [11]
+    every = sq.make_examples([seq], 3, history=100)             # every target, 2..10
+    assert sorted(int(t) for t in every.targets[every.weight > 0]) == list(range(2, 11))
+    # a warm start counts the targets from index 6 on (items 7..10) and drops windows without one
+    warm = sq.make_examples([seq], 3, first_new=[6], history=100)
+    assert warm.targets.tolist() == [[8, 9, 10], [5, 6, 7]] and warm.weight.tolist() == [[1, 1, 1], [0, 0, 1]]
+
+
 def test_a_saved_model_loads_and_scores_identically(tmp_path):
     model = _model()
     ids = [f"i{k}" for k in range(N_ITEMS)]

@@ -226,8 +226,9 @@ def left_pad(seqs: Sequence[Sequence[int]], length: int) -> np.ndarray:
 class Examples:
     """Training and validation examples built from users' item sequences (oldest first).
 
-    ``inputs``/``targets`` are left-padded ``(users, max_len)``: position t predicts ``targets[t]``
-    from ``inputs[..t]``; ``weight`` is 1 where a target counts (0 on padding and, in a warm start,
+    ``inputs``/``targets`` are left-padded ``(windows, max_len)``: position t predicts ``targets[t]``
+    from ``inputs[..t]``; a user's training targets come in windows of ``max_len`` (the newest
+    first), one row each; ``weight`` is 1 where a target counts (0 on padding and, in a warm start,
     on targets older than the new days). ``val_inputs``/``val_targets``: each user's last item,
     held out, with everything before it as input (users with at least 3 items)."""
 
@@ -243,11 +244,15 @@ class Examples:
 
 
 def make_examples(seqs: Sequence[Sequence[int]], max_len: int, first_new: Sequence[int] | None = None,
-                  validation: bool = True) -> Examples:
+                  validation: bool = True, history: int | None = None) -> Examples:
     """Split each sequence into its training part and (``validation``, 3 items or more) its last item.
 
-    ``first_new`` (per sequence, an index into it): only targets at or after it count (warm start
-    on the new days only)."""
+    The training part's newest ``history`` targets (at least ``max_len``; None: ``max_len``) are
+    cut into windows of ``max_len`` from the newest back, each a row whose inputs are the items
+    just before its targets: the model reads ``max_len`` items, yet learns from every one of a
+    long history instead of only its newest ``max_len``. ``first_new`` (per sequence, an index
+    into it): only targets at or after it count (warm start on the new days only)."""
+    history = max_len if history is None else max(int(history), max_len)
     tr_in, tr_out, tr_w, va_in, va_out = [], [], [], [], []
     for r, s in enumerate(seqs):
         s = [int(i) for i in s]
@@ -258,11 +263,14 @@ def make_examples(seqs: Sequence[Sequence[int]], max_len: int, first_new: Sequen
         if held:
             va_in.append(train)
             va_out.append(s[-1])
-        x, y = train[:-1][-max_len:], train[1:][-max_len:]
-        start = len(train) - len(y)                     # index in s of y[0]
         cut = 0 if first_new is None else int(first_new[r])
-        w = [1.0 if start + j >= cut else 0.0 for j in range(len(y))]
-        tr_in.append(x), tr_out.append(y), tr_w.append(w)
+        oldest = max(1, len(train) - history)          # index in s of the oldest target kept
+        end = len(train)
+        while end > oldest:
+            start = max(oldest, end - max_len)          # index in s of this window's first target
+            tr_in.append(train[start - 1:end - 1]), tr_out.append(train[start:end])
+            tr_w.append([1.0 if j >= cut else 0.0 for j in range(start, end)])
+            end = start
     weight = np.zeros((len(tr_w), max_len), dtype=np.float32)
     for r, w in enumerate(tr_w):
         if w:
@@ -289,6 +297,7 @@ class TrainSettings:
     validation_users: int = 5000
     min_epochs: int = 1
     min_steps_per_epoch: int = 1
+    history: int = 0                  # targets per user trained on (make_examples); 0: max_len
 
 
 def trimmed(weight: np.ndarray) -> int:

@@ -81,7 +81,8 @@ def train_process(spec: dict) -> dict:
             model.load_state_dict(sq.warm_state(old.state_dict(), old_items, model, item_ids))
         model = model.to(device)
         seqs, first_new = read_shard(spec["examples"], rank)
-        examples = sq.make_examples(seqs, config.max_len, first_new if spec.get("warm") else None)
+        examples = sq.make_examples(seqs, config.max_len, first_new if spec.get("warm") else None,
+                                    history=settings.history or None)
 
         def reduce(values: dict, op: str = "sum") -> dict:
             if world == 1:

@@ -162,6 +162,7 @@ class SeqRecSettings(Settings):
 
     enabled: bool = setting("seqrec.enabled")
     max_len: int = setting("seqrec.max_len", int_at_least(2))
+    max_history: int = setting("seqrec.max_history", int_at_least(2))
     dim: int = setting("seqrec.dim", int_at_least(4))
     heads: int = setting("seqrec.heads", int_at_least(1))
     layers: int = setting("seqrec.layers", int_at_least(1))
@@ -212,7 +213,13 @@ class SeqRecSettings(Settings):
                 "min_epochs": min(self.min_epochs, self.warm_epochs) if warm else self.min_epochs,
                 "batch_size": self.batch_size, "min_steps_per_epoch": self.min_steps_per_epoch, "lr": self.lr, "weight_decay": self.weight_decay,
                 "negatives": self.negatives, "full_softmax_max_items": self.full_softmax_max_items,
-                "mask_seen": self.mask_seen, "seed": self.seed, "validation_users": self.validation_users}
+                "mask_seen": self.mask_seen, "seed": self.seed, "validation_users": self.validation_users,
+                "history": self.history}
+
+    @property
+    def history(self) -> int:
+        """Targets per user the model learns from: ``max_history``, never fewer than it reads."""
+        return max(self.max_history, self.max_len)
 
 
 @dataclass(frozen=True)
