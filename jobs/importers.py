@@ -338,6 +338,8 @@ def suggested_settings(out: Path, stats: Stats, consumed: list[str]) -> dict:
     if stats.min_ts is not None:
         span = (day(stats.max_ts) - day(stats.min_ts)).days + 1
         settings.update({"clean.window_days": span, "sequences.lookback_days": max(365, span),
+                         # the item neighbours (EASE) learn from the same history as the sequences
+                         "neighbours.lookback_days": max(365, span),
                          "rank.popularity_lookback_days": span, "rules.lookback_days": span,
                          # decay over the data's own time scale (a quarter of its span), not a shop's week
                          "rank.popularity_half_life_days": float(max(7, span // 4))})

@@ -115,6 +115,8 @@ def test_imported_movielens_goes_through_clean(spark, tmp_path):
     cfg = load_config([m["conf"]])                # the settings file the importer wrote
     assert cfg["rank"]["exclude_types"] == ["rate", "review"] and cfg["clean"]["bot_event_types"] == []
     assert cfg["clean"]["bot_relative_factor"] is None and cfg["sequences"]["lookback_days"] >= 122
+    # the item neighbours learn from the whole history too, not the default year
+    assert cfg["neighbours"]["lookback_days"] == cfg["sequences"]["lookback_days"]
     import datetime as dt
 
     s = run_stage(spark, cfg, "clean", dt.date.fromisoformat(m["run_date"]), "import-test")

@@ -313,7 +313,8 @@ class Generator:
         days = self.spec.days
         return {"rank.exclude_types": consumed, "clean.bot_event_types": [],
                 "sequences.lookback_days": max(365, days), "rank.popularity_lookback_days": days,
-                "rank.popularity_half_life_days": float(max(7, days // 4)), "rules.lookback_days": days}
+                "rank.popularity_half_life_days": float(max(7, days // 4)), "rules.lookback_days": days,
+                "neighbours.lookback_days": max(365, days)}
 
     def build(self) -> "Generator":
         self.make_items()
