@@ -243,6 +243,12 @@ class Examples:
         return int(self.weight.sum())
 
 
+def history_of(max_len: int, history: int | None) -> int:
+    """Training targets kept per user: ``history``, never fewer than the ``max_len`` the model
+    reads (None: ``max_len``)."""
+    return max_len if history is None else max(int(history), max_len)
+
+
 def make_examples(seqs: Sequence[Sequence[int]], max_len: int, first_new: Sequence[int] | None = None,
                   validation: bool = True, history: int | None = None) -> Examples:
     """Split each sequence into its training part and (``validation``, 3 items or more) its last item.
@@ -252,7 +258,7 @@ def make_examples(seqs: Sequence[Sequence[int]], max_len: int, first_new: Sequen
     just before its targets: the model reads ``max_len`` items, yet learns from every one of a
     long history instead of only its newest ``max_len``. ``first_new`` (per sequence, an index
     into it): only targets at or after it count (warm start on the new days only)."""
-    history = max_len if history is None else max(int(history), max_len)
+    history = history_of(max_len, history)
     tr_in, tr_out, tr_w, va_in, va_out = [], [], [], [], []
     for r, s in enumerate(seqs):
         s = [int(i) for i in s]

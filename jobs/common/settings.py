@@ -219,7 +219,9 @@ class SeqRecSettings(Settings):
     @property
     def history(self) -> int:
         """Targets per user the model learns from: ``max_history``, never fewer than it reads."""
-        return max(self.max_history, self.max_len)
+        from udfs.seqrec import history_of
+
+        return history_of(self.max_len, self.max_history)
 
 
 @dataclass(frozen=True)
