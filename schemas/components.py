@@ -16,6 +16,8 @@ They were chosen by next-day Recall@10 on generated samples (seeds 7 and 13, 150
 the best worst case among the mixes that keep the language model (semantic > 0). ``sequence``
 came later and was not tuned: it enters the fixed blend with popularity's weight; ``neighbours``
 came later still and enters with the rules' weight (the learned blend sets both from the data).
+``disliked`` (the near neighbours of what the user reviewed negatively) was a fixed penalty
+before; as a component its strength is learned like the others, never above 0.
 """
 from __future__ import annotations
 
@@ -58,6 +60,8 @@ class Component:
         ablation: The ``eval.ablations`` name that sets its weight to 0 (None: no ablation).
         transform: Raw value -> blend input (before standardising).
         bounds: Range the raw value must lie in (validated, error level), or None.
+        demotes: The component may only lower a score: its weight is at most 0 (``rank.weights``
+            refuses a positive one; a learned positive weight is set to 0), so it never explains.
     """
 
     name: str
@@ -67,6 +71,7 @@ class Component:
     ablation: str | None = None
     transform: Callable[[Column], Column] = identity
     bounds: tuple[float, float] | None = None
+    demotes: bool = False
 
     @property
     def reason_fields(self) -> list[str]:
@@ -93,6 +98,9 @@ COMPONENTS: tuple[Component, ...] = (
               "recently {engaged_verb} by you", "no_engagement", log_recency, (0.0, 1.0)),
     Component("category_affinity", "user's decayed share of weight in the item's category", 0.5,
               "you often browse {category}", None, log_affinity, (0.0, 1.0)),
+    Component("disliked", "cosine to the nearest item the user reviewed negatively, where at least "
+              "rank.negative_neighbour_threshold (else 0)", -1.0,
+              "similar to {anchor_title} you {anchor_verb}", "no_disliked", demotes=True),
 )
 # The reason of a row whose strongest component's template lacks a value.
 FALLBACK = "popularity"
@@ -106,6 +114,12 @@ def names(components: Sequence[Component] = COMPONENTS) -> list[str]:
 def default_weights(components: Sequence[Component] = COMPONENTS) -> dict[str, float]:
     """``{name: default weight}``: the fixed blend."""
     return {comp.name: comp.default_weight for comp in components}
+
+
+def clip_demoting(weights: dict[str, float], components: Sequence[Component] = COMPONENTS) -> dict[str, float]:
+    """``weights`` with the positive weight of a demoting component set to 0."""
+    demoting = {comp.name for comp in components if comp.demotes}
+    return {n: (min(0.0, float(w)) if n in demoting else float(w)) for n, w in weights.items()}
 
 
 def ablations(components: Sequence[Component] = COMPONENTS) -> dict[str, str]:

@@ -166,6 +166,36 @@ def test_max_engaged_limits_the_items_a_user_already_engaged_with(spark, lake):
         RankSettings.from_config(with_values(cfg, {"rank.engagement_half_life_days": 0}))
 
 
+def test_disliked_is_the_similarity_to_the_nearest_negatively_reviewed_item(spark, lake):
+    import dataclasses
+
+    from jobs.common.settings import RankSettings
+    from jobs.ranking import candidate_features
+
+    cfg, _, _ = lake
+    negative = delta_io.read_table(spark, cfg, "user_item_sentiment").where(
+        (F.col("ds") == DS) & (F.col("score") <= cfg["sentiment"]["negative_threshold"])).select("user_id", "item_id")
+    disliked: dict[str, list[str]] = {}
+    for r in negative.collect():                                      # a handful of reviews
+        disliked.setdefault(r["user_id"], []).append(r["item_id"])
+    vectors = {r["item_id"]: np.asarray(r["embedding"])
+               for r in delta_io.read_table(spark, cfg, "item_embeddings").collect()}   # 150 items
+    # a low threshold, so that both sides of it occur among this small catalogue's candidates
+    settings = dataclasses.replace(RankSettings.from_config(cfg), negative_neighbour_threshold=0.3)
+    with candidate_features(delta_io.reader(spark, cfg), DS, settings) as data:
+        rows = (data.features.where(F.col("user_id").isin(list(disliked)))
+                .select("user_id", "item_id", "disliked").collect())
+        others = data.features.where(~F.col("user_id").isin(list(disliked))).agg(F.max("disliked")).first()[0]
+    assert others == 0.0                                              # no negative review: nothing to demote
+    near = far = 0
+    for r in rows:
+        best = max(float(vectors[r["item_id"]] @ vectors[n]) for n in disliked[r["user_id"]])
+        expected = best if best >= 0.3 else 0.0
+        assert r["disliked"] == pytest.approx(expected, abs=1e-5)
+        near, far = near + (expected > 0), far + (expected == 0)
+    assert near > 0 and far > 0
+
+
 def test_same_date_twice_gives_the_same_table_and_one_copy(spark, lake):
     cfg, _, _ = lake
     first = _recs(spark, cfg).drop("run_id").localCheckpoint()

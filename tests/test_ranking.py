@@ -36,7 +36,7 @@ def test_top_n_keeps_at_most_max_engaged_seen_items(spark):
 # each component's raw value for the rows a, b and c
 RAW = {"semantic": (0.9, 0.1, 0.5), "sequence": (1.5, -0.5, 0.2), "topic": (0.5, 0.1, 0.3),
        "sentiment": (0.1, 0.3, 0.2), "rule": (None, 0.8, None), "neighbours": (0.0, 0.4, 1.2), "popularity": (1.0, 3.0, 2.0),
-       "engagement": (0.5, 0.0, 1.0), "category_affinity": (0.2, 0.6, 0.2)}
+       "engagement": (0.5, 0.0, 1.0), "category_affinity": (0.2, 0.6, 0.2), "disliked": (0.0, 0.0, 0.9)}
 
 
 def _features(spark, extra_cols=(), extra_values=()):
@@ -118,6 +118,14 @@ def test_reasons_come_from_the_strongest_weighted_component(spark):
     flipped = {r["item_id"]: r["reason_kind"]
                for r in reasons(frame, default_weights() | {"semantic": -1.0}).collect()}
     assert flipped["a"] != "semantic"
+    # a component weighted at or below 0 never explains, however low the row is on it (a learned
+    # negative sentiment weight does not make a poorly rated item "highly rated by reviewers")
+    low = spark.createDataFrame([row("k", "sentiment", value=-9.0), row("l", "disliked", value=-9.0)], schema)
+    for weights in (default_weights() | {"sentiment": -1.0}, default_weights()):
+        kinds = {r["item_id"]: r["reason_kind"] for r in reasons(low, weights).collect()}
+        assert kinds["k"] != "sentiment" and kinds["l"] != "disliked"
+    # nothing weighted above 0: every row gets the fallback
+    assert {r["reason_kind"] for r in reasons(frame, {n: 0.0 for n in names()}).collect()} == {"popularity"}
 
 
 def test_a_new_component_is_one_table_entry(spark):
@@ -144,6 +152,22 @@ def test_a_new_component_is_one_table_entry(spark):
     why = {r["item_id"]: (r["reason_kind"], r["reason"]) for r in reasons(ctx, weights, table).collect()}
     assert why["a"] == ("dummy", "because of note a")
     assert why["b"][0] == "popularity"                                 # its z is negative: not the strongest
+
+
+def test_a_demoting_component_never_gets_a_weight_above_zero():
+    from jobs.common.config import load_config
+    from jobs.common.errors import ConfigError
+    from jobs.common.settings import RankSettings
+    from schemas.components import clip_demoting
+
+    demoting = [comp.name for comp in COMPONENTS if comp.demotes]
+    assert demoting == ["disliked"] and default_weights()["disliked"] < 0
+    assert clip_demoting({"disliked": 0.7, "sentiment": -0.2, "semantic": 0.4}) == \
+        {"disliked": 0.0, "sentiment": -0.2, "semantic": 0.4}
+    assert clip_demoting({"disliked": -0.3})["disliked"] == -0.3
+    assert RankSettings.from_config(load_config(overrides=["rank.weights={disliked: -2.5}"])).weights["disliked"] == -2.5
+    with pytest.raises(ConfigError, match=r"rank\.weights.*disliked.*at most 0"):
+        RankSettings.from_config(load_config(overrides=["rank.weights={disliked: 1.0}"]))
 
 
 def test_components_are_declared_once_with_unique_names():
@@ -173,8 +197,8 @@ def test_one_pass_ndcg_matches_the_metrics_module(spark):
     assert got["up"] == pytest.approx((1 / (1 + 1 / math.log2(3)) + 1 / math.log2(3) + 0) / 3)
 
 
-def _labelled(spark, users=120, per_user=12):
-    """Candidates whose label follows ``rule`` (and nothing else), with the half-life grid columns."""
+def _labelled(spark, users=120, per_user=12, follow="rule"):
+    """Candidates whose label follows ``follow`` (and nothing else), with the half-life grid columns."""
     import random
 
     from jobs.ranking.features import grid_column
@@ -188,7 +212,7 @@ def _labelled(spark, users=120, per_user=12):
         best = rnd.randrange(per_user)
         for i in range(per_user):
             values = {n: rnd.random() for n in names()}
-            values["rule"] = 0.9 + rnd.random() / 10 if i == best else rnd.random() * 0.8
+            values[follow] = 0.9 + rnd.random() / 10 if i == best else rnd.random() * 0.8
             grid = [values["engagement"], values["engagement"] ** 2, values["popularity"], values["popularity"] * 2]
             rows.append((f"u{u}", f"i{i}", 1.0 if i == best else 0.0, "c", *[values[n] for n in names()], *grid))
     frame = spark.createDataFrame(rows, ", ".join(cols))
@@ -211,6 +235,17 @@ def test_the_fit_learns_the_component_the_labels_follow_and_keeps_the_best(spark
     assert fitted.chosen in ("learned", "single:rule") and fitted.metrics["validation_ndcg"] == pytest.approx(1.0)
     assert set(fitted.half_lives) == {"engagement", "popularity"}
     assert fitted.metrics["positives"] > 0 and fitted.metrics["training_rows"] < rows.count()
+
+
+def test_a_demoting_component_the_labels_follow_is_never_turned_into_a_promotion(spark):
+    from jobs.ranking.learn import fit_blend
+
+    rows, held = _labelled(spark, follow="disliked")
+    fitted = fit_blend(rows, held, default_weights(), {"engagement": [1.0], "popularity": [1.0]},
+                       {"engagement": 1.0, "popularity": 1.0}, negatives_per_user=5, seed=5)
+    assert fitted.metrics["learned_weights"]["disliked"] == 0.0
+    assert "single:disliked" not in fitted.metrics["ndcg"]
+    assert fitted.weights["disliked"] <= 0.0
 
 
 def test_gradient_boosted_trees_are_selectable_and_score_with_their_model(spark):

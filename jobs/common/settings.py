@@ -244,7 +244,6 @@ class RankSettings(Settings):
     engagement_half_life_days: float = setting("rank.engagement_half_life_days", positive)
     exclude_types: list = setting("rank.exclude_types", list_of(text))
     negative_neighbour_threshold: float = setting("rank.negative_neighbour_threshold", number_in(-1.0, 1.0))
-    negative_neighbour_penalty: float = setting("rank.negative_neighbour_penalty", non_negative)
     max_per_category: int = setting("rank.max_per_category", int_at_least(1))
     max_engaged: int | None = setting("rank.max_engaged", int_or_null(0))
     model_version: str = setting("rank.model_version", text)
@@ -255,6 +254,11 @@ class RankSettings(Settings):
 
     def validate(self) -> None:
         _subset("rank.weights", list(self.configured_weights), components.names(), "the component table")
+        raised = [n for n, w in self.configured_weights.items()
+                  if n in components.names() and components.by_name(n).demotes and float(w) > 0]
+        if raised:
+            raise ConfigError(f"rank.weights gives {raised} a weight above 0; a demoting component's weight must be "
+                              f"at most 0 (0 turns it off)")
         _subset("rank.exclude_types", self.exclude_types, self.event_types, "clean.event_types")
 
     @property

@@ -1,4 +1,4 @@
-"""The blend: standardised components, weighted; the negative-review penalty; the per-user top-N.
+"""The blend: standardised components, weighted; the per-user top-N.
 
 Which components there are, how each enters and its default weight come from the component table
 (``schemas/components.py``).
@@ -72,17 +72,10 @@ def top_n(scored: DataFrame, n: int, max_per_category: int, max_engaged: int | N
     return out.withColumn("rank", F.row_number().over(order)).where(F.col("rank") <= n).drop("_c")
 
 
-def demote_negative_neighbours(scored: DataFrame, threshold: float, penalty: float) -> DataFrame:
-    """Subtract ``penalty * similarity`` from candidates at least ``threshold`` similar (``_neg_sim``)
-    to an item the user reviewed negatively."""
-    cut = F.when(F.col("_neg_sim") >= threshold, F.lit(float(penalty)) * F.col("_neg_sim")).otherwise(0.0)
-    return scored.withColumn("score", F.col("score") - F.coalesce(cut, F.lit(0.0)))
-
-
 def blend_rank(features: DataFrame, settings: RankSettings, weights: Mapping[str, float] | None = None,
                components: Sequence[Component] = COMPONENTS, scorer=None, stats: Mapping | None = None) -> DataFrame:
-    """Standardise and blend the components (the settings' fixed weights unless ``weights``), demote
-    near neighbours of negatively reviewed items, apply the category and engaged caps, keep the top N.
+    """Standardise and blend the components (the settings' fixed weights unless ``weights``), apply
+    the category and engaged caps, keep the top N.
 
     ``scorer`` (a function of the standardised rows, e.g. a fitted GBT's) replaces the weighted sum
     as the score; the weights still decide the reasons. ``stats`` (:func:`blend_stats` of
@@ -90,6 +83,4 @@ def blend_rank(features: DataFrame, settings: RankSettings, weights: Mapping[str
     scored = standardise_and_blend(features, settings.weights if weights is None else weights, components, stats)
     if scorer is not None:
         scored = scorer(scored)
-    scored = demote_negative_neighbours(scored, settings.negative_neighbour_threshold,
-                                        settings.negative_neighbour_penalty)
     return top_n(scored, settings.top_n, settings.max_per_category, settings.max_engaged)

@@ -49,8 +49,7 @@ class RankingData:
     """What one ranking of a date works with (valid inside :func:`candidate_features`).
 
     Attributes:
-        features: One row per (user, candidate): the raw components, ``_neg_sim`` (similarity to
-            the user's negatively reviewed items), ``engaged_type``, title and category, and the
+        features: One row per (user, candidate): the raw components, ``engaged_type``, title and category, and the
             helper columns the reasons need (``_iv``, ``rule_from``, ``nb_from``, ``_utop``, ``_itop``,
             ``_sanchor``/``_satype``: the sequence model's anchor item and the event on it).
         sequences: ``(user_id, events)`` of the date.
@@ -148,12 +147,15 @@ def candidate_features(read: Reader, ds: dt.date, s: RankSettings,
                  .withColumn("semantic", dot(F.col("_uv"), F.col("_iv")))
                  .withColumn("topic", dot(F.col("_ut"), F.col("_it")))
                  .withColumn("sequence", dot(F.col("_su"), F.col("_si"))))
-        # similarity to negatively reviewed items (their near neighbours are demoted)
+        # similarity to negatively reviewed items, where near enough: the demoting `disliked` component
         neg_vec = negative.join(ivec.withColumnRenamed(c.ITEM_ID, "neg_item").withColumnRenamed("_iv", "_nv"),
                                 "neg_item")
         near = (feats.select(c.USER_ID, c.ITEM_ID, "_iv").join(neg_vec, c.USER_ID)
                 .groupBy(c.USER_ID, c.ITEM_ID).agg(F.max(dot(F.col("_iv"), F.col("_nv"))).alias("_neg_sim")))
-        feats = (feats.join(near, [c.USER_ID, c.ITEM_ID], "left").join(items, c.ITEM_ID)
+        near_enough = F.col("_neg_sim") >= F.lit(float(s.negative_neighbour_threshold))
+        feats = (feats.join(near, [c.USER_ID, c.ITEM_ID], "left")
+                 .withColumn("disliked", F.when(near_enough, F.col("_neg_sim")).otherwise(F.lit(0.0))).drop("_neg_sim")
+                 .join(items, c.ITEM_ID)
                  .join(category_share, [c.USER_ID, c.CATEGORY], "left")
                  .withColumn("category_affinity", F.coalesce(F.col("category_affinity"), F.lit(0.0))))
         yield RankingData(feats, seqs, ivec, items, users, popularity)

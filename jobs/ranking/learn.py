@@ -8,7 +8,8 @@ the fixed ones: readable, and the reasons still come from the strongest weighted
 
 What is kept is chosen on every labelled user (never the evaluation's test users) by
 cross-fitting: the half-lives of ``engagement`` and ``popularity`` from a grid, then the best of
-the fitted model (judged out of fold), the fixed weights and every single component by NDCG@10,
+the fitted model (judged out of fold), the fixed weights and every single component (but a
+demoting one, which may only lower scores: its learned weight is at most 0) by NDCG@10,
 so the blend can never fall below its best single component there. Judging on every user
 rather than on a held-back share makes the choice far less a matter of which few users were
 held back: on a small hold-out a share of 25% is a few dozen users.
@@ -29,7 +30,7 @@ from jobs.common.metrics import metric_column, user_metric_frame
 from jobs.ranking.blend import standardise_and_blend, standardised
 from jobs.ranking.features import HALF_LIFE_COMPONENTS, grid_column
 from schemas import columns as c
-from schemas.components import COMPONENTS, Component, names
+from schemas.components import COMPONENTS, Component, clip_demoting, names
 
 log = logging.getLogger(__name__)
 
@@ -184,8 +185,10 @@ def fit_blend(rows: DataFrame, held: DataFrame, fixed_weights: Mapping[str, floa
         scored = part if scored is None else scored.unionByName(part)
     scored = scored.persist(StorageLevel.MEMORY_AND_DISK)
     auc = BinaryClassificationEvaluator(rawPredictionCol="rawPrediction", labelCol=LABEL).evaluate(scored)
+    # a demoting component ranks nothing on its own
+    singles = [comp.name for comp in components if not comp.demotes]
     results = ndcg_of(scored, {"learned": F.col("_learned"),
-                               **{f"single:{n}": F.col(f"z_{n}") for n in names(components)}}, truth)
+                               **{f"single:{n}": F.col(f"z_{n}") for n in singles}}, truth)
     results["fixed"] = fixed_ndcg
     scored.unpersist()
 
@@ -194,7 +197,7 @@ def fit_blend(rows: DataFrame, held: DataFrame, fixed_weights: Mapping[str, floa
     metrics.update(counts)
     rows.unpersist()
     learned = _weights_of(model, components)
-    order = ["learned", "fixed", *[f"single:{n}" for n in names(components)]]
+    order = ["learned", "fixed", *[f"single:{n}" for n in singles]]
     chosen = max(order, key=lambda k: (results[k], -order.index(k)))
     if chosen == "learned":
         weights = learned
@@ -215,9 +218,9 @@ def fit_blend(rows: DataFrame, held: DataFrame, fixed_weights: Mapping[str, floa
 
 def _weights_of(model, components: Sequence[Component]) -> dict[str, float]:
     """A fitted model's weights: logistic coefficients, or (trees have none) the GBT importances,
-    which stand in for them in reasons and reports."""
+    which stand in for them in reasons and reports; a demoting component's is at most 0."""
     values = model.featureImportances if hasattr(model, "featureImportances") else model.coefficients
-    return {n: float(w) for n, w in zip(names(components), values.toArray())}
+    return clip_demoting({n: float(w) for n, w in zip(names(components), values.toArray())}, components)
 
 
 def _weighted(weights: Mapping[str, float]):

@@ -36,12 +36,16 @@ def render(template: str, missing: str | None = None) -> tuple[Column, Column]:
 
 def reasons(ranked: DataFrame, weights: Mapping[str, float], components: Sequence[Component] = COMPONENTS,
             fallback: str = FALLBACK) -> DataFrame:
-    """Add ``reason_kind`` (the strongest weighted component, ties by name) and ``reason`` (its
-    template over the context columns); a row whose strongest template lacks a value gets the
-    ``fallback`` component's reason and kind."""
+    """Add ``reason_kind`` (the strongest weighted component among those of a positive weight, ties
+    by name) and ``reason`` (its template over the context columns); a row whose strongest template
+    lacks a value, or whose strongest contribution is not above 0, gets the ``fallback``
+    component's reason and kind. A component weighted at or below 0 never explains: being low on
+    it is not what its reason says."""
+    explaining = [comp for comp in components if float(weights[comp.name]) > 0]
     contrib = F.array(*[F.struct((F.lit(float(weights[comp.name])) * F.col(f"z_{comp.name}")).alias("v"),
-                                 F.lit(comp.name).alias("n")) for comp in components])
-    strongest = F.array_max(contrib)["n"]
+                                 F.lit(comp.name).alias("n")) for comp in explaining])
+    top = F.array_max(contrib)
+    strongest = F.when(top["v"] > 0, top["n"]) if explaining else F.lit(None).cast("string")
     kind = F.lit(fallback)
     text = render(by_name(fallback, components).reason, _MISSING)[1]
     for comp in [comp for comp in components if comp.name != fallback]:
