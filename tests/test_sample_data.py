@@ -2,6 +2,7 @@ import hashlib
 import json
 
 import pyarrow.parquet as pq
+import pytest
 
 from jobs.sample_data import FAULT_KINDS_EVENTS, FAULT_KINDS_ITEMS, FaultRates, SampleSpec, generate
 
@@ -96,3 +97,49 @@ def test_planted_revisits_of_engaged_unbought_items(tmp_path):
     with_, without = _repeat_view_share(tmp_path / "with"), _repeat_view_share(tmp_path / "without")
     # measured: 0.30 against 0.06 (a large catalogue: repeats by chance are rare)
     assert with_ > without + 0.15 and without < 0.1, (with_, without)
+
+
+def _seconds(value):
+    """An event's time in epoch seconds, whichever of the sample's formats it has (None: unparseable)."""
+    import datetime as dt
+
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str) and value.isdigit():
+        return int(value) / 1000.0
+    try:
+        return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+@pytest.mark.parametrize("shape,users,items,days", [("ratings", 150, 200, 150), ("reviews", 400, 200, 730)])
+def test_new_arrivals_are_touched_only_once_out_and_most_while_new(tmp_path, shape, users, items, days):
+    import datetime as dt
+
+    truth = generate(tmp_path, SampleSpec(shape=shape, users=users, items=items, days=days, seed=4))
+    released = {i: dt.datetime.fromisoformat(t.replace("Z", "+00:00")).timestamp() for i, t in truth["released"].items()}
+    assert 0.1 * items <= len(released) <= 0.2 * items
+    end = dt.datetime.combine(dt.date.fromisoformat(truth["end_date"]) + dt.timedelta(days=1), dt.time(),
+                              tzinfo=dt.timezone.utc).timestamp()
+    bots = set(truth["fault_ids"]["bot_users"])
+    fresh = late = 0
+    fresh_days = late_days = 0.0
+    window = 2 * truth["novelty_half_life_days"] * 86400.0
+    for line in (tmp_path / "events" / "part-00000.jsonl").read_bytes().splitlines():
+        if not (line.startswith(b"{") and line.endswith(b"}")) or b"\xff" in line:
+            continue
+        ev = json.loads(line)
+        when, item = _seconds(ev.get("ts")), ev.get("item_id")
+        if item not in released or ev.get("user_id") in bots or when is None or when > end:
+            continue
+        # never before its release (reviews are dated to the day of it)
+        assert when >= released[item] - 86400.0, (item, when, released[item])
+        fresh += when < released[item] + window
+        late += when >= released[item] + window
+    for when in released.values():
+        fresh_days += min(window, max(0.0, end - when)) / 86400.0
+        late_days += max(0.0, end - when - window) / 86400.0
+    assert fresh + late > 10 * len(released) ** 0.5
+    # a release draws attention while new: more events a day in its first weeks than later
+    assert fresh / fresh_days > 1.5 * late / late_days

@@ -21,6 +21,10 @@ log = logging.getLogger(__name__)
 
 EMOJI = ["😀", "🔥", "👍", "🏃", "⛺", "🎧", "📚", "🌱", "💯"]
 
+# New arrivals (Generator.plan_arrivals): the extra attention a release draws, and its half-life.
+NOVELTY = 4.0
+NOVELTY_HALF_LIFE_DAYS = 14.0
+
 FAULT_KINDS_EVENTS = (
     "duplicate_event", "duplicate_no_event_id", "null_user_id", "blank_user_id", "null_item_id",
     "unknown_item", "unparseable_timestamp", "future_timestamp", "invalid_event_type",
@@ -109,6 +113,15 @@ class SampleSpec:
     faults: FaultRates = field(default_factory=FaultRates)
 
 
+def attention(released: np.ndarray, ts: float) -> np.ndarray:
+    """Per item at ``ts`` (``released``: :meth:`Generator.release_times`): 0 before its release,
+    1 + NOVELTY * 2^(-days since release / NOVELTY_HALF_LIFE_DAYS) after it (a new release draws
+    attention that fades), 1 for the items that were there from the start."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        fresh = 1.0 + NOVELTY * np.exp2(-(ts - released) / 86400.0 / NOVELTY_HALF_LIFE_DAYS)
+    return np.where(ts < released, 0.0, fresh)
+
+
 def _iso(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -139,7 +152,31 @@ class Generator:
         self.item_quality: dict[str, float] = {}
         self.events: list[dict] = []
         self.truth: dict = {"faults": {"events": {}, "items": {}}, "fault_ids": {}}
+        self.released: dict[str, float] = {}     # new arrivals: item -> release time (plan_arrivals)
         self._eid = 0
+
+    def plan_arrivals(self, candidates: list[str], share: float, first: float = 0.3, last: float = 0.95) -> None:
+        """Make ``share`` of ``candidates`` new arrivals: each is released at a time drawn uniformly
+        between ``first`` and ``last`` of the span (nobody touches it before) and draws extra
+        attention while new (:func:`attention`). Real catalogues grow while they are used: new
+        films, new products; such items have little history when a user reaches them, which is
+        where an item's text is most of what is known. A generator of its own draws them, so the
+        catalogue stays what the shape's own draws make it."""
+        rng = np.random.default_rng([self.spec.seed, 17])
+        span = 86400.0 * self.spec.days
+        n = int(round(share * len(candidates)))
+        chosen = sorted(rng.choice(len(candidates), size=n, replace=False).tolist()) if n else []
+        self.released = {candidates[j]: self.start.timestamp() + span * float(rng.uniform(first, last))
+                         for j in chosen}
+
+    def release_times(self, ids: list[str]) -> np.ndarray:
+        """The release time of each of ``ids`` (-inf: there from the start), for :func:`attention`."""
+        return np.array([self.released.get(iid, -np.inf) for iid in ids])
+
+    def arrivals_truth(self) -> dict:
+        """The planted arrivals for ``ground_truth.json``: item -> release time (ISO)."""
+        return {"released": {iid: _iso(ts) for iid, ts in sorted(self.released.items())},
+                "novelty": NOVELTY, "novelty_half_life_days": NOVELTY_HALF_LIFE_DAYS}
 
     def _event(self, user: str, item: str, etype: str, ts: float, **extra) -> dict:
         self._eid += 1

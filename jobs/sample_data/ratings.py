@@ -5,14 +5,16 @@ Shaped like a public movie-rating set (MovieLens-100k: 943 users, 1,682 films, 1
 film twice, a user arrives with a burst (dozens of films rated in one sitting) and comes back in
 bursts over the following months; films carry genres (the first is the category), a long-tailed
 popularity, and some belong to a series whose parts are watched in order (part k+1 only after
-part k). Planted truth: each user's genre preferences, the series and each part's successor, the
-films' popularity and quality. Bots: rating spammers who rate hundreds of films within one hour.
+part k); new films come out during the months (15% of those outside series, from 30% of the span
+on: rated only once out, and by many while new). Planted truth: each user's genre preferences,
+the series and each part's successor, the films' popularity, quality and release times. Bots:
+rating spammers who rate hundreds of films within one hour.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from jobs.sample_data.base import Generator
+from jobs.sample_data.base import Generator, attention
 
 GENRES = ["Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
           "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War",
@@ -31,6 +33,7 @@ GENRE_WORDS = {
 }
 SERIES_SHARE = 0.3           # share of the catalogue in series
 SEQUEL_RATE = 0.6            # chance that a pick is the next part of a series the user is in
+NEW_SHARE = 0.15             # share of the films outside series released during the span
 
 
 class RatingsGenerator(Generator):
@@ -59,10 +62,13 @@ class RatingsGenerator(Generator):
                 members.append(iid)
                 i += 1
             self.series.append(members)
+        self.plan_arrivals(ids[i:], NEW_SHARE)         # new releases: rated only once out
         for iid in ids[i:]:
             g = self._pick_genres()
             words = GENRE_WORDS[g[0]] + GENRE_WORDS[g[-1]]
             year = int(rng.integers(1930, 2000))
+            if iid in self.released:
+                year = spec.end_date.year
             title = f"{rng.choice(['The', 'A', 'Last', 'First', 'Blue', 'Red'])} {words[int(rng.integers(len(words)))]}"
             self._add_film(iid, f"{title} ({year})", g, year)
         # long-tailed popularity over the films in a random order; later parts lose viewers
@@ -110,6 +116,7 @@ class RatingsGenerator(Generator):
         horizon = self.start.timestamp() + span
         position = {iid: j for j, iid in enumerate(self.film_ids)}
         reachable = np.array([iid in self.entry or iid not in self.part_of for iid in self.film_ids])
+        released = self.release_times(self.film_ids)
         for u in range(spec.users):
             user_id = f"r{u:05d}"
             pref = rng.dirichlet(np.full(len(GENRES), 0.3))
@@ -125,7 +132,7 @@ class RatingsGenerator(Generator):
                 for _ in range(burst):
                     if made >= target or ts >= horizon:
                         break
-                    item = self._next_film(weights, pending)
+                    item = self._next_film(weights * attention(released, ts), pending)
                     if item is None:
                         break
                     rating = float(np.clip(round(self.item_quality[item] + bias + rng.normal(0, 0.7)), 1, 5))
@@ -173,4 +180,5 @@ class RatingsGenerator(Generator):
             "successor": self.successor,
             "sequel_rate": SEQUEL_RATE,
             "popularity": {k: round(v, 6) for k, v in self.popularity.items()},
+            **self.arrivals_truth(),
         }

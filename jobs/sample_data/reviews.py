@@ -5,19 +5,21 @@ text whose wording follows the rating, each user has 5 to 20 reviews spread over
 the day, as those sets are), every item has at least 5 reviews, and items carry rich metadata
 (title, brand, category, description, price, tags). Users prefer a few product topics; some items
 are followed by a complement (a tent, then a sleeping bag), reviewed later by most who reviewed
-the first. Planted truth: users' topic preferences, the complement pairs, the items' topics and
-quality. Bots: review spammers posting hundreds of five-star reviews within one hour.
+the first; 15% of the products launch during the years (reviewed only after, and most while
+new). Planted truth: users' topic preferences, the complement pairs, the items' topics, quality
+and launch times. Bots: review spammers posting hundreds of five-star reviews within one hour.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from jobs.sample_data.base import Generator
+from jobs.sample_data.base import Generator, attention
 from jobs.sample_data.shop import NEGATIVE_REVIEWS, NEUTRAL_REVIEWS, POSITIVE_REVIEWS, TOPICS
 
 CORE = 5                   # every user and every item keeps at least this many reviews
 COMPLEMENT_RATE = 0.7      # chance that a user who reviewed an item with a complement reviews it later
 DAY = 86400.0
+NEW_SHARE = 0.15           # share of the catalogue launched during the span
 
 
 class ReviewsGenerator(Generator):
@@ -55,6 +57,9 @@ class ReviewsGenerator(Generator):
         for ids in self.by_topic:
             w = 1.0 / np.arange(1, len(ids) + 1) ** 0.7
             self.pop.append(w / w.sum())
+        # new products: launched during the span, reviewed only after (plan_arrivals)
+        self.plan_arrivals(sorted(usable), NEW_SHARE)
+        self.topic_released = [self.release_times(ids) for ids in self.by_topic]
         # complements: within a topic, a third of the items lead to another one
         self.complement: dict[str, str] = {}
         for ids in self.by_topic:
@@ -81,12 +86,18 @@ class ReviewsGenerator(Generator):
             seen: set[str] = set()
             queue: list[tuple[float, str]] = []             # complements due later
             for when in days:
-                if queue and queue[0][0] <= when:
+                ts = self.start.timestamp() + float(when)
+                if queue and queue[0][0] <= when and self.released.get(queue[0][1], -np.inf) <= ts:
                     item = queue.pop(0)[1]
                 else:
+                    if queue and queue[0][0] <= when:
+                        queue.pop(0)                         # the complement is not out yet
                     t = int(rng.choice(k, p=pref))
                     ids = self.by_topic[t]
-                    item = ids[int(rng.choice(len(ids), p=self.pop[t]))]
+                    p = self.pop[t] * attention(self.topic_released[t], ts)
+                    if p.sum() <= 0:
+                        continue
+                    item = ids[int(rng.choice(len(ids), p=p / p.sum()))]
                 if item in seen:
                     continue
                 seen.add(item)
@@ -135,4 +146,5 @@ class ReviewsGenerator(Generator):
             "complements": self.complement,
             "complement_rate": COMPLEMENT_RATE,
             "core": CORE,
+            **self.arrivals_truth(),
         }
