@@ -12,8 +12,8 @@ training events), and the same users are ranked with the fixed weights
 neighbours (``blend_no_neighbours``), the sequence model alone
 (``seqrec``) and trained without text (``seqrec_no_text``), and the baselines (EASE, popularity,
 co-occurrence, ALS). Prints Recall@10 / NDCG@10 per shape and protocol (and on held-out items with fewer than
-five training events), the
-weights the night learned next to the fixed ones, and the seconds each night and its slowest
+five training events), the blend's NDCG@10 minus each model's with its paired bootstrap interval,
+the weights the night learned next to the fixed ones, and the seconds each night and its slowest
 stages took.
 """
 from __future__ import annotations
@@ -59,11 +59,14 @@ def table(spark, shape: str, run: dict, protocols: list[str]) -> list[str]:
     from pyspark.sql import functions as F
 
     from jobs.common import delta_io
+    from jobs.common.metrics import gap_text
 
     rows = (delta_io.read_table(spark, run["cfg"], "metrics").where(F.col("ds") == F.lit(run["ds"]))
-            .where((F.col("k") == 10) & F.col("metric").isin("recall", "ndcg", "recall_rare", "ndcg_rare"))
+            .where((F.col("k") == 10) & F.col("metric").isin("recall", "ndcg", "recall_rare", "ndcg_rare", "ndcg_gap"))
             .collect())   # a row a metric
     got = {(r["protocol"], r["model"], r["metric"]): (r["value"], r["users"]) for r in rows}
+    gaps = {(r["protocol"], r["model"]): gap_text(r["value"], r["ci_low"], r["ci_high"])
+            for r in rows if r["metric"] == "ndcg_gap"}
     lines = []
     for protocol in protocols:
         users = next((u for (p, _, _), (_, u) in got.items() if p == protocol), 0)
@@ -77,6 +80,8 @@ def table(spark, shape: str, run: dict, protocols: list[str]) -> list[str]:
             recall, ndcg = got.get((protocol, model, "recall_rare")), got.get((protocol, model, "ndcg_rare"))
             rare.append(f"{model} {recall[0]:.3f} / {ndcg[0]:.3f}" if recall and ndcg else f"{model} -")
         lines.append(f"|   | held-out items with fewer than 5 training events: {'; '.join(rare)} |")
+        against = [f"{m} {gaps[(protocol, m)]}" for m in MODELS if (protocol, m) in gaps]
+        lines.append(f"|   | blend minus each model, NDCG@10 (paired 95% interval): {'; '.join(against)} |")
     return lines
 
 

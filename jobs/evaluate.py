@@ -231,7 +231,8 @@ def _score_models(ds: dt.date, protocol: str, run_id: str, models: Mapping[str, 
     """The metrics rows of every model, all scored in one pass (the rankings side by side under a
     ``model`` column); ``recall_rare``/``ndcg_rare`` are over the held-out items of ``rare``
     (those with few training events; None: there are none). Accuracy metrics carry their
-    bootstrap interval over users."""
+    bootstrap interval over users; when the product is among ``models``, every other model gets
+    ``ndcg_gap``/``recall_gap``, the product's value minus its own, with the paired interval."""
     t0 = time.monotonic()
     names = list(models)
     recs = None
@@ -240,7 +241,9 @@ def _score_models(ds: dt.date, protocol: str, run_id: str, models: Mapping[str, 
         recs = one if recs is None else recs.unionByName(one)
     recs = recs.persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        acc = model_accuracy(recs, test, ks, names, replicates=ev.bootstrap, seed=ev.seed, level=ev.ci_level)
+        # the product against every model scored with it: ndcg_gap / recall_gap with paired intervals
+        acc = model_accuracy(recs, test, ks, names, replicates=ev.bootstrap, seed=ev.seed, level=ev.ci_level,
+                             reference=PRODUCT if PRODUCT in names else None)
         on_rare = model_accuracy(recs, rare, ks, names, replicates=ev.bootstrap, seed=ev.seed,
                                  level=ev.ci_level) if rare is not None else {}
         beyond = model_beyond_accuracy(recs, vectors, train, catalogue, ks, names)

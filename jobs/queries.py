@@ -12,9 +12,9 @@ from pyspark.sql import functions as F
 
 from jobs.common import delta_io
 from jobs.common.errors import InputError
-from jobs.common.metrics import ALL_METRICS
+from jobs.common.metrics import ALL_METRICS, gap_text
 from jobs.common.settings import PROTOCOLS
-from jobs.evaluation import MODELS
+from jobs.evaluation import MODELS, PRODUCT
 from schemas import columns as c
 from schemas.registry import TABLES
 
@@ -189,7 +189,12 @@ def metrics_table(spark: SparkSession, cfg: Mapping, ds: dt.date, ks: list[int] 
             r = mine.get((m, "ndcg", ks[0])) or {}
             return f"  {r['ci_low']:.4f}-{r['ci_high']:.4f}" if r.get("ci_low") is not None else ""
 
+        def gap(m):
+            r = mine.get((m, "ndcg_gap", ks[0]))
+            return f"  {PRODUCT} minus it: {gap_text(r['value'], r.get('ci_low'), r.get('ci_high'))}" if r else ""
+
         for m in models:
             out.append(f"  {m:20s}" + "".join(
-                f"{sub.get((m, metric, k), float('nan')):13.4f}" for k in ks for metric in ALL_METRICS) + interval(m))
+                f"{sub.get((m, metric, k), float('nan')):13.4f}" for k in ks for metric in ALL_METRICS)
+                + interval(m) + gap(m))
     return "\n".join(out)

@@ -26,10 +26,10 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from jobs.common import delta_io
-from jobs.common.metrics import ALL_METRICS
+from jobs.common.metrics import ALL_METRICS, gap_text
 from jobs.common.runlog import newest_per_stage
 from jobs.common.settings import RankSettings
-from jobs.evaluation import MODELS
+from jobs.evaluation import MODELS, PRODUCT
 from jobs.ranking import store
 from schemas import columns as c
 
@@ -287,11 +287,16 @@ def evaluation_table(rows: list[dict]) -> str:
         r = values.get((p, m, "ndcg", first))
         return f"{r['ci_low']:.4f} to {r['ci_high']:.4f}" if r and r.get("ci_low") is not None else ""
 
+    def gap(p, m):
+        r = values.get((p, m, "ndcg_gap", first))
+        return gap_text(r["value"], r.get("ci_low"), r.get("ci_high")) if r else ""
+
     users = {(r["protocol"], r["model"]): r.get("users") for r in rows}
-    return _table(["protocol", "model", "users", *[f"{m}@{k}" for m, k in cols], f"ndcg@{first} interval"],
+    return _table(["protocol", "model", "users", *[f"{m}@{k}" for m, k in cols], f"ndcg@{first} interval",
+                   f"{PRODUCT} minus model, ndcg@{first} (paired interval)"],
                   [[p, m, users.get((p, m)) or "",
                     *[f"{values[(p, m, met, k)]['value']:.4f}" if (p, m, met, k) in values else "" for met, k in cols],
-                    interval(p, m)] for p, m in keys])
+                    interval(p, m), gap(p, m)] for p, m in keys])
 
 
 def render_html(report: dict) -> str:

@@ -143,6 +143,37 @@ def test_bootstrap_interval_brackets_the_mean_and_narrows_with_more_users(spark)
     assert run(100) == small                                              # seeded: the same interval again
 
 
+def test_the_gap_to_the_product_has_a_paired_interval(spark):
+    import random
+
+    from pyspark.sql import functions as F
+
+    from jobs.common.metrics import gap_text, model_accuracy
+
+    rng = random.Random(9)
+    users = 400
+    truth = [(f"u{u}", f"i{rng.randrange(30)}") for u in range(users)]
+    base = [(f"u{u}", f"i{rng.randrange(30)}", r + 1) for u in range(users) for r in range(5)]
+    # "better" is "base" with the held-out item last in the list of every 20th user: a small, sure gain
+    better = [(u, (dict(truth)[u] if r == 5 and int(u[1:]) % 20 == 0 else i), r) for u, i, r in base]
+    frame = lambda rows, name: spark.createDataFrame(rows, "user_id string, item_id string, rank int") \
+        .withColumn("model", F.lit(name)).repartition(3)  # noqa: E731
+    recs = frame(better, "blend").unionByName(frame(base, "base")).unionByName(frame(base, "same"))
+    t = spark.createDataFrame(truth, "user_id string, item_id string")
+    got = model_accuracy(recs, t, [5], ["blend", "base", "same"], replicates=200, seed=2, reference="blend")
+    gap, lo, hi = got["base"][("ndcg_gap", 5)]
+    assert gap == pytest.approx(got["blend"][("ndcg", 5)][0] - got["base"][("ndcg", 5)][0])
+    assert 0 < lo < gap < hi                                            # a sure gain: the interval excludes 0
+    # the paired interval is far narrower than the two models' own intervals side by side
+    own = lambda m: got[m][("ndcg", 5)][2] - got[m][("ndcg", 5)][1]  # noqa: E731
+    assert hi - lo < 0.5 * min(own("blend"), own("base"))
+    # the two intervals side by side overlap: read alone they would not tell the models apart
+    assert got["blend"][("ndcg", 5)][1] < got["base"][("ndcg", 5)][2]
+    assert got["same"][("ndcg_gap", 5)] == got["base"][("ndcg_gap", 5)]
+    assert ("ndcg_gap", 5) not in got["blend"]                          # the product has no gap to itself
+    assert gap_text(0.01234, -0.002, 0.03) == "+0.0123 (-0.0020 to +0.0300)" and gap_text(-0.5, None, None) == "-0.5000"
+
+
 def test_next_day_trains_before_the_day_and_tests_on_its_relevant_events(spark):
     import datetime as dt
 

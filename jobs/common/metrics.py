@@ -35,6 +35,8 @@ from schemas import columns as c
 ACCURACY = ("recall", "ndcg", "hit_rate", "mrr", "map")
 BEYOND_ACCURACY = ("coverage", "diversity", "novelty")
 ALL_METRICS = ACCURACY + BEYOND_ACCURACY
+# Compared with the product over the same users (``<metric>_gap``: the product's value minus the model's).
+GAP_METRICS = ("recall", "ndcg")
 
 
 def ranked_lists(recs: DataFrame, rank_col: str = "rank", keys: Sequence[str] = (c.USER_ID,)) -> DataFrame:
@@ -97,19 +99,32 @@ def user_metric_frame(recs: DataFrame, truth: DataFrame, ks: Iterable[int], mode
 
 
 def model_accuracy(recs: DataFrame, truth: DataFrame, ks: Iterable[int], models: Sequence[str], by: str = MODEL,
-                   replicates: int = 0, seed: int = 0, level: float = 0.95) -> dict[str, dict]:
+                   replicates: int = 0, seed: int = 0, level: float = 0.95,
+                   reference: str | None = None) -> dict[str, dict]:
     """Per model: ``{(metric, k): (mean, low, high)}`` over the users in ``truth``, plus
     ``("users", 0)``; (low, high) is the ``level`` bootstrap interval over users (``replicates``
-    resamples; 0: None, None). Two Spark jobs (three with the bootstrap) for all models."""
+    resamples; 0: None, None). Two Spark jobs (three with the bootstrap) for all models.
+
+    With ``reference`` (one of ``models``), every other model also gets ``(f"{metric}_gap", k)``
+    for each of :data:`GAP_METRICS`: the reference's mean minus the model's over the same users,
+    with its paired interval (each resample weighs a user alike for every model, so the interval
+    is of the difference itself, much narrower than the two models' own intervals side by side).
+    """
     ks = [int(k) for k in ks]
     per_user = user_metric_frame(recs, truth, ks, models, by).persist()
     try:
         cols = [metric_column(name, k) for k in ks for name in ACCURACY]
         means = {r[by]: r for r in per_user.groupBy(by).agg(
             F.count("*").alias("_users"), *[F.avg(x).alias(x) for x in cols]).collect()}   # a row a model
-        intervals = bootstrap_intervals(per_user, cols, by, replicates, seed, level) if replicates else {}
+        intervals = (bootstrap_intervals(per_user, cols, by, replicates, seed, level, reference)
+                     if replicates else {})
     finally:
         per_user.unpersist()
+
+    def mean(m: str, col: str) -> float:
+        row = means.get(m)
+        return float((row[col] if row else 0.0) or 0.0)
+
     out = {}
     for m in models:
         row = means.get(m)
@@ -117,7 +132,12 @@ def model_accuracy(recs: DataFrame, truth: DataFrame, ks: Iterable[int], models:
         for k in ks:
             for name in ACCURACY:
                 lo, hi = intervals.get((m, metric_column(name, k)), (None, None))
-                got[(name, k)] = (float((row[metric_column(name, k)] if row else 0.0) or 0.0), lo, hi)
+                got[(name, k)] = (mean(m, metric_column(name, k)), lo, hi)
+            if reference is not None and m != reference:
+                for name in GAP_METRICS:
+                    col = metric_column(name, k)
+                    lo, hi = intervals.get((m, f"gap:{col}"), (None, None))
+                    got[(f"{name}_gap", k)] = (mean(reference, col) - mean(m, col), lo, hi)
         out[m] = got
     return out
 
@@ -153,12 +173,21 @@ def poisson_weights(user_ids: pd.Series, replicates: int, seed: int) -> np.ndarr
     return np.searchsorted(_POISSON1_CDF, u, side="right").astype(np.float64)
 
 
+def gap_text(value: float, low: float | None, high: float | None) -> str:
+    """A gap with its interval, signed: ``+0.0123 (-0.0040 to +0.0290)``; no interval, no brackets."""
+    text = f"{value:+.4f}"
+    return f"{text} ({low:+.4f} to {high:+.4f})" if low is not None and high is not None else text
+
+
 def bootstrap_intervals(per_user: DataFrame, cols: Sequence[str], by: str = MODEL, replicates: int = 200,
-                        seed: int = 0, level: float = 0.95) -> dict[tuple[str, str], tuple[float, float]]:
+                        seed: int = 0, level: float = 0.95,
+                        reference: str | None = None) -> dict[tuple[str, str], tuple[float, float]]:
     """``{(model, col): (low, high)}``: the percentile interval of each column's mean over users
     across ``replicates`` Poisson-bootstrap resamples of the users of ``per_user`` (``by``,
     user_id, ``cols``). Each partition adds up its users' weighted values per replicate; the
-    driver gets one row per (model, replicate)."""
+    driver gets one row per (model, replicate). With ``reference``, also ``(model,
+    "gap:<col>")`` for every other model: the interval of the reference's mean minus the model's,
+    resample by resample (the weights are the user's alone, so both means weigh the same users)."""
     cols = list(cols)
     schema = ", ".join([f"{by} string", "_b int", "_n double", *[f"{x} double" for x in cols]])
 
@@ -182,14 +211,25 @@ def bootstrap_intervals(per_user: DataFrame, cols: Sequence[str], by: str = MODE
     if frame.empty:
         return out
     tail = (1.0 - level) / 2.0 * 100.0
+    resampled = {}
     for model, g in frame.groupby(by):
+        g = g.sort_values("_b")
         n = g["_n"].to_numpy()
         ok = n > 0
+        resampled[model] = (g["_b"].to_numpy()[ok], {x: g[x].to_numpy()[ok] / n[ok] for x in cols})
         for x in cols:
-            means = g[x].to_numpy()[ok] / n[ok]
+            means = resampled[model][1][x]
             if len(means):
                 lo, hi = np.percentile(means, [tail, 100.0 - tail])
                 out[(model, x)] = (float(lo), float(hi))
+    if reference in resampled:
+        ref_b, ref = resampled[reference]
+        for model, (b, own) in resampled.items():
+            if model == reference or not np.array_equal(b, ref_b) or not len(b):
+                continue
+            for x in cols:
+                lo, hi = np.percentile(ref[x] - own[x], [tail, 100.0 - tail])
+                out[(model, f"gap:{x}")] = (float(lo), float(hi))
     return out
 
 
