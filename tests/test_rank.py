@@ -336,6 +336,12 @@ def test_the_evaluation_scores_a_seeded_sample_of_users_with_intervals(spark, ev
             assert r["ci_low"] <= r["value"] <= r["ci_high"], r
     wide = [r for r in rows if r["metric"] == "ndcg" and r["model"] in ("blend", "popularity")]
     assert all(r["ci_high"] > r["ci_low"] for r in wide)
+    # every model ranked in the product's pass has its gap to the product (no_decay is rebuilt apart)
+    values = {(r["model"], r["metric"]): r["value"] for r in rows if r["k"] == 10}
+    gaps = {m: v for (m, metric), v in values.items() if metric == "ndcg_gap"}
+    assert set(gaps) == {"blend_fixed", "blend_no_lm", "popularity", "cooccurrence", "als", "ease"}
+    for model, gap in gaps.items():
+        assert gap == pytest.approx(values[("blend", "ndcg")] - values[(model, "ndcg")], abs=1e-9)
     users = delta_io.read_table(spark, cfg, "events_clean").select("user_id").distinct()
     first = {r["user_id"] for r in sample_users(users, 40, 17).collect()}
     assert len(first) == 40 and first == {r["user_id"] for r in sample_users(users.repartition(5), 40, 17).collect()}
