@@ -254,8 +254,8 @@ class RankSettings(Settings):
 
     def validate(self) -> None:
         _subset("rank.weights", list(self.configured_weights), components.names(), "the component table")
-        raised = [n for n, w in self.configured_weights.items()
-                  if n in components.names() and components.by_name(n).demotes and float(w) > 0]
+        # every name is a component now (the check above)
+        raised = [n for n, w in self.configured_weights.items() if components.by_name(n).demotes and float(w) > 0]
         if raised:
             raise ConfigError(f"rank.weights gives {raised} a weight above 0; a demoting component's weight must be "
                               f"at most 0 (0 turns it off)")

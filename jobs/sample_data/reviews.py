@@ -87,11 +87,10 @@ class ReviewsGenerator(Generator):
             queue: list[tuple[float, str]] = []             # complements due later
             for when in days:
                 ts = self.start.timestamp() + float(when)
-                if queue and queue[0][0] <= when and self.released.get(queue[0][1], -np.inf) <= ts:
-                    item = queue.pop(0)[1]
+                due = queue.pop(0)[1] if queue and queue[0][0] <= when else None
+                if due is not None and self.released.get(due, -np.inf) <= ts:   # else: not out yet, dropped
+                    item = due
                 else:
-                    if queue and queue[0][0] <= when:
-                        queue.pop(0)                         # the complement is not out yet
                     t = int(rng.choice(k, p=pref))
                     ids = self.by_topic[t]
                     p = self.pop[t] * attention(self.topic_released[t], ts)
