@@ -232,6 +232,7 @@ def test_the_fit_learns_the_component_the_labels_follow_and_keeps_the_best(spark
     # what is kept is the best on the validation users, never below a single component or the fixed weights
     results = fitted.metrics["ndcg"]
     assert fitted.metrics["validation_ndcg"] == max(results.values())
+    assert "searched" not in results                                # no search sweeps: no searched candidate
     assert fitted.chosen in ("learned", "single:rule") and fitted.metrics["validation_ndcg"] == pytest.approx(1.0)
     assert set(fitted.half_lives) == {"engagement", "popularity"}
     assert fitted.metrics["positives"] > 0 and fitted.metrics["training_rows"] < rows.count()
@@ -265,3 +266,57 @@ def test_gradient_boosted_trees_are_selectable_and_score_with_their_model(spark)
     best = {r["user_id"]: r["item_id"] for r in first.where("_r = 1").collect()}
     truth = {r["user_id"]: r["item_id"] for r in held.collect()}
     assert sum(best[u] == i for u, i in truth.items()) >= 0.9 * len(truth)
+
+
+def _mixed(spark, users=80, per_user=10):
+    """Candidates whose label is the best of ``rule + 0.5 * semantic`` (neither alone), with noise in
+    ``disliked``, and a held-out user without candidates."""
+    import random
+
+    from jobs.ranking.features import grid_column
+
+    rnd = random.Random(7)
+    cols = ["user_id string", "item_id string", "label double", "category string"] + \
+        [f"{n} double" for n in names()] + [f"{grid_column(c, h)} double" for c in ("engagement", "popularity")
+                                             for h in (1.0,)]
+    rows = []
+    for u in range(users):
+        drawn = [(rnd.random(), rnd.random(), rnd.random()) for _ in range(per_user)]
+        best = max(range(per_user), key=lambda i: drawn[i][0] + 0.5 * drawn[i][1])
+        for i, (rule, semantic, noise) in enumerate(drawn):
+            values = {n: 0.0 for n in names()}
+            values.update(rule=rule, semantic=semantic, disliked=noise)
+            rows.append((f"u{u}", f"i{i}", 1.0 if i == best else 0.0, "c", *[values[n] for n in names()], 0.0, 0.0))
+    frame = spark.createDataFrame(rows, ", ".join(cols))
+    held = frame.where("label = 1").select("user_id", "item_id").unionByName(
+        spark.createDataFrame([("ghost", "i0")], "user_id string, item_id string"))
+    return frame, held
+
+
+def test_the_search_finds_the_mix_the_labels_follow_and_scores_as_the_ranking_does(spark):
+    from jobs.ranking.learn import SEARCH_STEPS, _fold, fit_blend, ndcg_of
+    from jobs.ranking.search import search_weights
+
+    rows, held = _mixed(spark)
+    z = standardise_and_blend(rows, {n: 0.0 for n in names()}).drop("score").cache()
+    singles = [comp.name for comp in COMPONENTS if not comp.demotes]
+    starts = {f"single:{n}": {n: 1.0} for n in singles}
+    found = search_weights(z, held, "label", _fold("user_id", 3, 1), 3, COMPONENTS, starts, SEARCH_STEPS, sweeps=2)
+    w = found.weights
+    # the counted ranks agree with ranking every user's candidates (the ghost user counts 0 in both)
+    ranked = ndcg_of(z, {"searched": sum((F.lit(v) * F.col(f"z_{n}") for n, v in w.items()), F.lit(0.0)),
+                         "rule": F.col("z_rule")}, held)
+    assert found.in_sample_ndcg == pytest.approx(ranked["searched"], abs=1e-9)
+    assert found.in_sample_ndcg > ranked["rule"] + 0.1 and found.out_of_fold_ndcg > ranked["rule"] + 0.05
+    # both inputs weigh in, the rule more (NDCG is flat near the optimum: a band, not the exact 0.5)
+    assert w["rule"] > 0 and 0.25 <= w["semantic"] / w["rule"] <= 0.8 and w["disliked"] <= 0.0
+    assert found.path[0]["start"] == "single:rule" and found.passes >= 1 + len(names())
+
+    # in the fit, the search is a candidate of the choice judged out of fold, and wins here
+    fitted = fit_blend(rows, held, default_weights(), {"engagement": [1.0], "popularity": [1.0]},
+                       {"engagement": 1.0, "popularity": 1.0}, negatives_per_user=5, seed=1, search_sweeps=1)
+    results = fitted.metrics["ndcg"]
+    assert "searched" in results and results["searched"] > results["single:rule"]
+    assert fitted.metrics["validation_ndcg"] == max(results.values())
+    if fitted.chosen == "searched":
+        assert fitted.weights == fitted.metrics["search"]["weights"]

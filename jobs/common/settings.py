@@ -337,6 +337,11 @@ class LearnSettings(Settings):
     refit_every_days: int = setting("rank.refit_every_days", int_at_least(1))
     seed: int = setting("rank.seed", int_at_least(0))
     half_life_grid: dict = setting("rank.half_life_grid", map_of(list_of(positive)))
+    search_sweeps: int = setting("rank.search_sweeps", int_at_least(0))
+    search_steps: list = setting("rank.search_steps", list_of(number_in(-10.0, 10.0), non_empty=True))
 
     def validate(self) -> None:
         _subset("rank.half_life_grid", list(self.half_life_grid), ["engagement", "popularity"], "the grid")
+        if any(float(step) == 0.0 for step in self.search_steps):
+            raise ConfigError("rank.search_steps: a step of 0 changes nothing; list non-zero steps, "
+                              "e.g. [-0.5, -0.1, 0.1, 0.5, 1.0]")

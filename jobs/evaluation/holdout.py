@@ -239,7 +239,8 @@ def learn_from_holdout(spark: SparkSession, cfg: Mapping, events: DataFrame, ds:
                                f"{covered} users whose held-out item is among their candidates, fewer than "
                                f"rank.min_labels = {ls.min_labels}")
             fitted = fit_blend(rows, held, rs.weights, grid, fixed_half_lives, ls.learner,
-                               ls.negatives_per_user, ls.validation_share, ls.reg_param, ls.seed)
+                               ls.negatives_per_user, ls.validation_share, ls.reg_param, ls.seed,
+                               search_sweeps=ls.search_sweeps, search_steps=ls.search_steps)
         info = {"held_out_users": labels, "split": split_of,
                 "reserved": None if evaluation_seed is None else {"evaluation_half_seed": evaluation_seed}}
         return Learned(fitted, ls.train_protocol, fds, covered, info=info)

@@ -8,9 +8,10 @@ the fixed ones: readable, and the reasons still come from the strongest weighted
 
 What is kept is chosen on every labelled user (never the evaluation's test users) by
 cross-fitting: the half-lives of ``engagement`` and ``popularity`` from a grid, then the best of
-the fitted model (judged out of fold), the fixed weights and every single component (but a
-demoting one, which may only lower scores: its learned weight is at most 0) by NDCG@10,
-so the blend can never fall below its best single component there. Judging on every user
+the fitted model and the weights searched on NDCG@10 itself (:mod:`jobs.ranking.search`; both
+judged out of fold), the fixed weights and every single component (but a demoting one, which may
+only lower scores: its learned weight is at most 0) by NDCG@10, so the blend can never fall
+below its best single component there. Judging on every user
 rather than on a held-back share makes the choice far less a matter of which few users were
 held back: on a small hold-out a share of 25% is a few dozen users.
 """
@@ -29,6 +30,7 @@ from jobs.common.config import with_values
 from jobs.common.metrics import metric_column, user_metric_frame
 from jobs.ranking.blend import standardise_and_blend, standardised
 from jobs.ranking.features import HALF_LIFE_COMPONENTS, grid_column
+from jobs.ranking.search import search_weights
 from schemas import columns as c
 from schemas.components import COMPONENTS, Component, clip_demoting, names
 
@@ -36,6 +38,8 @@ log = logging.getLogger(__name__)
 
 LABEL = "label"
 K = 10
+# The search's default steps (rank.search_steps): added to one standardised input's weight at a time.
+SEARCH_STEPS = (-1.0, -0.5, -0.25, -0.1, 0.1, 0.25, 0.5, 1.0, 2.0)
 
 
 @dataclass
@@ -44,7 +48,7 @@ class FittedBlend:
 
     weights: dict[str, float]
     half_lives: dict[str, float]
-    chosen: str                                   # learned | fixed | single:<component>
+    chosen: str                                   # learned | searched | fixed | single:<component>
     learner: str
     metrics: dict = field(default_factory=dict)   # validation NDCG of every candidate, AUC, counts
     model: object = None                          # the fitted MLlib model (kept and, for GBT, scoring
@@ -99,7 +103,8 @@ def _sample(rows: DataFrame, negatives_per_user: int, seed: int) -> tuple[DataFr
 def fit_blend(rows: DataFrame, held: DataFrame, fixed_weights: Mapping[str, float], half_life_grid: Mapping,
               fixed_half_lives: Mapping[str, float], learner: str = "logistic", negatives_per_user: int = 30,
               validation_share: float = 0.25, reg_param: float = 0.01, seed: int = 11,
-              components: Sequence[Component] = COMPONENTS) -> FittedBlend:
+              components: Sequence[Component] = COMPONENTS, search_sweeps: int = 0,
+              search_steps: Sequence[float] = SEARCH_STEPS) -> FittedBlend:
     """Fit the blend on labelled candidate rows (:func:`label_rows`), choose what to keep on
     every user by cross-fitting, and say how every candidate did.
 
@@ -116,6 +121,9 @@ def fit_blend(rows: DataFrame, held: DataFrame, fixed_weights: Mapping[str, floa
         fixed_half_lives: ... with its half-lives (``{"engagement": days, "popularity": days}``).
         half_life_grid: ``{"engagement": [...], "popularity": [...]}`` in days.
         learner: ``logistic`` (readable weights) or ``gbt`` (gradient-boosted trees).
+        search_sweeps: Sweeps of the coordinate ascent on NDCG@10 (:mod:`jobs.ranking.search`),
+            another candidate of the choice, judged out of fold like the fitted model; 0: none.
+        search_steps: What the search adds to one weight at a time.
     """
     from pyspark.ml.classification import GBTClassifier, LogisticRegression
     from pyspark.ml.evaluation import BinaryClassificationEvaluator
@@ -192,15 +200,28 @@ def fit_blend(rows: DataFrame, held: DataFrame, fixed_weights: Mapping[str, floa
     results["fixed"] = fixed_ndcg
     scored.unpersist()
 
-    # 4. the model kept: fitted on every user
+    # 4. coordinate ascent on NDCG@10 itself, one search per fold judged on the fold it left out
+    # and one on every user (the weights kept), from the best single component or the fixed blend
+    searched = None
+    if search_sweeps:
+        starts = {"fixed": dict(fixed_weights), **{f"single:{n}": {n: 1.0} for n in singles}}
+        searched = search_weights(rows, truth, LABEL, _fold(c.USER_ID, folds, seed), folds, components, starts,
+                                  search_steps, search_sweeps, K)
+        results["searched"] = searched.out_of_fold_ndcg
+        metrics["search"] = {"weights": searched.weights, "in_sample_ndcg": round(searched.in_sample_ndcg, 6),
+                             "passes": searched.passes, "path": searched.path}
+
+    # 5. the model kept: fitted on every user
     model, counts = fit(rows)
     metrics.update(counts)
     rows.unpersist()
     learned = _weights_of(model, components)
-    order = ["learned", "fixed", *[f"single:{n}" for n in singles]]
+    order = ["learned", *(["searched"] if searched else []), "fixed", *[f"single:{n}" for n in singles]]
     chosen = max(order, key=lambda k: (results[k], -order.index(k)))
     if chosen == "learned":
         weights = learned
+    elif chosen == "searched":
+        weights = dict(searched.weights)
     elif chosen == "fixed":
         weights, half_lives = dict(fixed_weights), dict(fixed_half_lives)
     else:

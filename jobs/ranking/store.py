@@ -16,7 +16,7 @@ from schemas import tables as t
 log = logging.getLogger(__name__)
 
 # Rows whose weights a later night may fall back to.
-GOOD = ("learned", "fixed", "single")
+GOOD = ("learned", "searched", "fixed", "single")
 
 
 def record(spark: SparkSession, cfg: Mapping, ds: dt.date, learned, run_id: str, seconds: float) -> dict:
@@ -38,7 +38,7 @@ def record(spark: SparkSession, cfg: Mapping, ds: dt.date, learned, run_id: str,
            "validation_users": int(m["validation_users"]), "validation_auc": float(m["validation_auc"]),
            "validation_ndcg": float(m["validation_ndcg"]), "fixed_ndcg": float(m["fixed_ndcg"]),
            "best_single": m["best_single"], "best_single_ndcg": float(m["best_single_ndcg"]),
-           "details": json.dumps({**{k: m[k] for k in m if k.startswith(("ndcg", "half_life"))},
+           "details": json.dumps({**{k: m[k] for k in m if k.startswith(("ndcg", "half_life", "search"))},
                                   # what the hold-out was a split of, and which users it left out
                                   "split": learned.info.get("split"), "reserved": learned.info.get("reserved")},
                                  default=str),
