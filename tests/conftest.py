@@ -15,10 +15,13 @@ from jobs.common.config import Config, load_config, nested
 # A test-scale sequence model (one block, 32 wide, the newest 20 items): samples of tens of users
 # need no more, and every night of the suite trains one in each of its lakes.
 TEST_SEQREC = {"dim": 32, "layers": 1, "max_len": 20}
+# One sweep of the blend's weight search (the default three): every fit of the suite still searches.
+TEST_RANK = {"search_sweeps": 1}
 
 
 def _test_values(warehouse: str) -> dict:
     return {
+        "rank": dict(TEST_RANK),
         "spark": {
             "master": "local[2]",
             "app_name": "recjobs-tests",
@@ -55,14 +58,27 @@ def pytest_collection_modifyitems(config, items):
                                 "(they use the shape_night fixture)")
 
 
+# The night a test of SHAPE_NIGHT_MODULES uses when its id names none (``[shop]`` and the like);
+# any other such test uses the shop night (or none).
+NIGHT_OF_TEST = {"test_a_rating_site_gets_no_weight_on_returning_to_what_was_seen": "ratings"}
+
+
+def night_of(nodeid: str) -> str:
+    """The shape whose night the test ``nodeid`` uses: its parameter, else NIGHT_OF_TEST, else shop."""
+    name = nodeid.rsplit("::", 1)[-1]
+    base, _, param = name.partition("[")
+    return param[:-1] if param[:-1] in NIGHT_SPECS else NIGHT_OF_TEST.get(base, "shop")
+
+
 if LoadScopeScheduling is not None:
     class _ModulesAndNights(LoadScopeScheduling):
-        """Whole modules to a worker (their module-scoped lakes are built once), and every module
-        of the shape nights to the same worker."""
+        """Whole modules to a worker (their module-scoped lakes are built once), and the tests of
+        each shape's night, from every module of the shape nights, to the same worker: the nights
+        are built side by side, each once."""
 
         def _split_scope(self, nodeid: str) -> str:
             path = nodeid.split("::", 1)[0]
-            return "shape-nights" if Path(path).name in SHAPE_NIGHT_MODULES else path
+            return f"night-{night_of(nodeid)}" if Path(path).name in SHAPE_NIGHT_MODULES else path
 
     def pytest_xdist_make_scheduler(config, log):
         """``pytest -n N`` (``make test``): :class:`_ModulesAndNights`, the largest group first."""
@@ -117,7 +133,8 @@ def make_lake(tmp_path_factory):
         # the shape's own suggested settings (exclusions, windows, bot rules), as a user would run it
         base = deep_merge(nested(truth["run_settings"]),
                           {"lake": {"root": str(root / "lake")}, "dq": {"docs_dir": str(root / "dq")},
-                           "report": {"dir": str(root / "reports")}, "seqrec": TEST_SEQREC})
+                           "report": {"dir": str(root / "reports")}, "seqrec": TEST_SEQREC,
+                           "rank": TEST_RANK})
         merged = deep_merge(base, values or {})
         return Lake(load_config(values=merged), root, truth, merged)
 

@@ -38,6 +38,8 @@ def test_the_night_ranks_with_the_blend_it_recorded(spark, night):
     # what ranked tonight is what was chosen: the fitted weights, the fixed ones or one component
     if fit["chosen"] == "learned":
         assert dict(fit["weights"]) == pytest.approx(dict(fit["learned_weights"]))
+    elif fit["chosen"] == "searched":
+        assert dict(fit["weights"]) == pytest.approx(json.loads(fit["details"])["search"]["weights"])
     elif fit["chosen"].startswith("single:"):
         one = fit["chosen"].split(":", 1)[1]
         assert {k for k, v in fit["weights"].items() if v} == {one}
