@@ -216,7 +216,8 @@ def fit_blend(rows: DataFrame, held: DataFrame, fixed_weights: Mapping[str, floa
     metrics.update(counts)
     rows.unpersist()
     learned = _weights_of(model, components)
-    order = ["learned", *(["searched"] if searched else []), "fixed", *[f"single:{n}" for n in singles]]
+    # a tie goes to the simpler candidate: a search that left its start unchanged is that start
+    order = ["learned", "fixed", *[f"single:{n}" for n in singles], *(["searched"] if searched else [])]
     chosen = max(order, key=lambda k: (results[k], -order.index(k)))
     if chosen == "learned":
         weights = learned
