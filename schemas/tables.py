@@ -290,7 +290,7 @@ RANKER_MODELS = _s(
     ("learner", StringType(), False),           # logistic | gbt
     ("protocol", StringType(), False),          # the hold-out its labels came from
     ("cut_off", DateType(), True),              # the date its features were built for
-    ("status", StringType(), False),            # learned | fixed | single (what was chosen)
+    ("status", StringType(), False),            # learned | searched | fixed | single (what was chosen)
     ("chosen", StringType(), False),            # learned | searched | fixed | single:<component>
     ("weights", MapType(StringType(), DoubleType()), False),          # the weights ranked with
     ("learned_weights", MapType(StringType(), DoubleType()), False),  # the fitted model's (GBT: importances)

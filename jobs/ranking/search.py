@@ -11,9 +11,10 @@ linear feature-based models).
 Scoring a weight vector needs no sorting: a held-out item's rank is one plus the number of the
 user's candidates the vector scores above it (an equal score: the lower item id first, as
 :func:`jobs.ranking.learn.ndcg_of` breaks ties). So the (held-out item, candidate) pairs of
-z-score differences are built once, and one pass (numpy in ``mapInPandas``) counts, for many
-weight vectors at once, how many candidates beat each held-out item; only sums of NDCG by
-(fold, vector) come back to the driver, a handful of numbers whatever the number of users.
+z-score differences are built once, each user's in one partition, and one pass (numpy in
+``mapInPandas``) counts, for many weight vectors at once, how many candidates beat each held-out
+item and sums the users' NDCG by fold within the partition; only sums by (fold, vector) are
+shuffled and come back to the driver, a handful of numbers whatever the number of users.
 
 The searches run side by side in the same passes: one per fold on the users of the other folds
 (judged on the fold it left out, so the search competes with the fitted model and the single
@@ -38,7 +39,6 @@ log = logging.getLogger(__name__)
 POS = "_pos"
 AHEAD_ON_TIE = "_ahead_on_tie"
 VECTOR = "_v"
-ABOVE = "_above"
 
 
 @dataclass
@@ -77,45 +77,49 @@ def ideal_dcg_frame(truth: DataFrame, fold: "F.Column", k: int) -> DataFrame:
     return n.select(c.USER_ID, fold.alias("_fold"), idcg.alias("_idcg"))
 
 
-def _counter(d_cols: list[str], vectors: np.ndarray):
-    """mapInPandas function: per (user, held-out item) in each batch, how many candidates each
-    weight vector (a column of ``vectors``) scores above the held-out item. A user's pairs may
-    span batches; the counts add up in Spark."""
+def _ndcg_sums(d_cols: list[str], vectors: np.ndarray, k: int):
+    """mapInPandas function over pairs whose users each lie whole in one partition: per fold and
+    weight vector (a column of ``vectors``), the partition's sum of users' NDCG@k. A held-out
+    item's rank is one plus the candidates the vector scores above it; the counts of a (user,
+    held-out item) may span the partition's batches, so they are summed over all of them first."""
     import pandas as pd
 
     n_vectors = vectors.shape[1]
+    keys = [c.USER_ID, POS, "_fold", "_idcg"]
 
-    def count(batches):
+    def sums(batches):
+        parts = []
         for pdf in batches:
             if pdf.empty:
                 continue
             diff = pdf[d_cols].to_numpy(dtype=np.float64) @ vectors
             above = (diff > 0) | ((diff == 0) & pdf[AHEAD_ON_TIE].to_numpy(dtype=bool)[:, None])
-            keys = pd.MultiIndex.from_frame(pdf[[c.USER_ID, POS]])
-            codes, uniques = pd.factorize(keys)
-            sums = np.zeros((len(uniques), n_vectors), dtype=np.int64)
-            np.add.at(sums, codes, above.astype(np.int64))
-            users = np.asarray(uniques.get_level_values(0), dtype=object)
-            items = np.asarray(uniques.get_level_values(1), dtype=object)
-            yield pd.DataFrame({c.USER_ID: np.repeat(users, n_vectors), POS: np.repeat(items, n_vectors),
-                                VECTOR: np.tile(np.arange(n_vectors, dtype=np.int32), len(uniques)),
-                                ABOVE: sums.reshape(-1)})
+            parts.append(pd.DataFrame(above.astype(np.int64)).groupby([pdf[key] for key in keys]).sum())
+        if not parts:
+            return
+        above = pd.concat(parts).groupby(level=keys).sum()                   # a row per held-out item
+        ranks = above.to_numpy()
+        gain = np.where(ranks < k, 1.0 / np.log2(ranks + 2.0), 0.0)
+        index = above.index.to_frame(index=False)
+        ndcg = pd.DataFrame(gain).groupby([index[c.USER_ID], index["_fold"], index["_idcg"]]).sum()
+        user = ndcg.index.to_frame(index=False)
+        per_fold = (pd.DataFrame(ndcg.to_numpy() / user["_idcg"].to_numpy()[:, None])
+                    .groupby(user["_fold"].to_numpy()).sum())                   # [fold, vector]
+        yield pd.DataFrame({"_fold": np.repeat(per_fold.index.to_numpy(dtype=np.int32), n_vectors),
+                            VECTOR: np.tile(np.arange(n_vectors, dtype=np.int32), len(per_fold)),
+                            "_ndcg": per_fold.to_numpy().reshape(-1)})
 
-    return count
+    return sums
 
 
-def fold_sums(pairs: DataFrame, ideal: DataFrame, d_cols: list[str], vectors: np.ndarray, folds: int,
-              k: int) -> np.ndarray:
+def fold_sums(pairs: DataFrame, d_cols: list[str], vectors: np.ndarray, folds: int, k: int) -> np.ndarray:
     """``[fold, vector]``: the sum over the fold's users of NDCG@k when ranking by each weight
-    vector (columns of ``vectors``, one row per z column). One Spark job; folds x vectors numbers
-    come back."""
-    schema = f"{c.USER_ID} string, {POS} string, {VECTOR} int, {ABOVE} long"
-    counted = pairs.mapInPandas(_counter(d_cols, vectors), schema)
-    ranks = counted.groupBy(c.USER_ID, POS, VECTOR).agg(F.sum(ABOVE).alias(ABOVE))
-    gain = F.when(F.col(ABOVE) < k, 1.0 / F.log2(F.col(ABOVE) + 2.0)).otherwise(F.lit(0.0))
-    dcg = ranks.groupBy(c.USER_ID, VECTOR).agg(F.sum(gain).alias("_dcg"))
-    got = (dcg.join(ideal, c.USER_ID).groupBy("_fold", VECTOR)
-           .agg(F.sum(F.col("_dcg") / F.col("_idcg")).alias("_ndcg")).collect())   # folds x vectors rows
+    vector (columns of ``vectors``, one row per z column). ``pairs``: :func:`pair_frame` with each
+    user's ``_fold`` and ``_idcg``, every user's rows in one partition. One Spark job, whose only
+    shuffle is of partitions x folds x vectors sums; folds x vectors numbers come back."""
+    schema = f"_fold int, {VECTOR} int, _ndcg double"
+    got = (pairs.mapInPandas(_ndcg_sums(d_cols, vectors, k), schema).groupBy("_fold", VECTOR)
+           .agg(F.sum("_ndcg").alias("_ndcg")).collect())                       # folds x vectors rows
     out = np.zeros((folds, vectors.shape[1]))
     for r in got:
         out[int(r["_fold"]), int(r[VECTOR])] = float(r["_ndcg"])
@@ -137,8 +141,10 @@ def search_weights(rows: DataFrame, truth: DataFrame, label: str, fold: "F.Colum
     demoting = np.array([comp.demotes for comp in components])
     d_cols = [f"dz_{n}" for n in names]
     ideal = ideal_dcg_frame(truth, fold, k).persist(StorageLevel.MEMORY_AND_DISK)
-    pairs = pair_frame(rows, label, [f"z_{n}" for n in names]).repartition(c.USER_ID) \
-        .persist(StorageLevel.MEMORY_AND_DISK)
+    # every user's pairs in one partition, with the user's fold and ideal DCG (users of ``truth``
+    # without pairs add 0 to their fold's sum and count in its users below)
+    pairs = (pair_frame(rows, label, [f"z_{n}" for n in names]).join(ideal, c.USER_ID)
+             .repartition(c.USER_ID).persist(StorageLevel.MEMORY_AND_DISK))
     try:
         users = np.zeros(folds)
         for r in ideal.groupBy("_fold").count().collect():                        # a row a fold
@@ -151,7 +157,7 @@ def search_weights(rows: DataFrame, truth: DataFrame, label: str, fold: "F.Colum
         def evaluate(vectors: list[np.ndarray]) -> np.ndarray:
             nonlocal passes
             passes += 1
-            return fold_sums(pairs, ideal, d_cols, np.stack(vectors, axis=1), folds, k)
+            return fold_sums(pairs, d_cols, np.stack(vectors, axis=1), folds, k)
 
         start_vectors = [np.array([float(w.get(n, 0.0)) for n in names]) for w in starts.values()]
         sums = evaluate(start_vectors)
