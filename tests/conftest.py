@@ -29,6 +29,8 @@ def _test_values(warehouse: str) -> dict:
                 "spark.sql.shuffle.partitions": "2",
                 "spark.default.parallelism": "2",
                 "spark.ui.enabled": "false",
+                # the status store's history of queries (1,000 by default) is of no use to a test
+                "spark.sql.ui.retainedExecutions": "50",
                 "spark.ui.showConsoleProgress": "false",
                 "spark.databricks.delta.snapshotPartitions": "1",
                 "spark.sql.warehouse.dir": warehouse,
@@ -80,6 +82,8 @@ if LoadScopeScheduling is not None:
             path = nodeid.split("::", 1)[0]
             return f"night-{night_of(nodeid)}" if Path(path).name in SHAPE_NIGHT_MODULES else path
 
+    @pytest.hookimpl(optionalhook=True)      # -p no:xdist runs without the hook's plugin
+    @pytest.hookimpl(optionalhook=True)      # -p no:xdist runs without the hook's plugin
     def pytest_xdist_make_scheduler(config, log):
         """``pytest -n N`` (``make test``): :class:`_ModulesAndNights`, the largest group first."""
         return _ModulesAndNights(config, log)

@@ -54,3 +54,18 @@ def test_a_table_removed_after_it_was_ensured_is_created_again(spark, lake_cfg):
     shutil.rmtree(path)                  # the process still remembers it
     assert delta_io.read_table(spark, lake_cfg, "runs").count() == 0
     assert delta_io.current_version(spark, lake_cfg, "runs") == 0
+
+
+def test_releasing_the_logs_drops_the_cached_log_and_reads_the_table_afresh(spark, lake_cfg):
+    delta_io.read_table(spark, lake_cfg, "runs")
+    path = delta_io.table_path(lake_cfg, "runs")
+    delta_log = spark.sparkContext._jvm.org.apache.spark.sql.delta.DeltaLog
+
+    def log():
+        return delta_log.forTable(spark._jsparkSession, path)
+
+    cached = log()
+    assert cached.equals(log())                       # Delta keeps the table's log in-process
+    delta_io.release_logs(spark)
+    assert not cached.equals(log())                   # released: a new log, read from the files
+    assert delta_io.read_table(spark, lake_cfg, "runs").count() == 0
