@@ -34,7 +34,7 @@ def _test_values(warehouse: str) -> dict:
                 "spark.ui.showConsoleProgress": "false",
                 "spark.databricks.delta.snapshotPartitions": "1",
                 "spark.sql.warehouse.dir": warehouse,
-                "spark.driver.memory": "3g",
+                "spark.driver.memory": "4g",
                 "spark.sql.execution.arrow.pyspark.enabled": "true",
             },
         },
