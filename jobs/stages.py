@@ -1,6 +1,7 @@
 """The stages of the nightly run, in order. Each maps to ``run(spark, cfg, ds, run_id, rec)``."""
 from __future__ import annotations
 
+import functools
 import importlib
 from typing import Callable
 
@@ -24,8 +25,21 @@ STAGES: dict[str, str] = {
 
 
 def stage_function(name: str) -> Callable:
-    """The ``run`` function of a stage."""
+    """The ``run`` function of a stage, which drops Delta's in-process log cache when the stage
+    ends (:func:`jobs.common.delta_io.release_logs`): a stage's snapshots do not outlive it,
+    whether the night or the hold-out rebuild runs it."""
     if name not in STAGES:
         raise KeyError(name)
     module, func = STAGES[name].split(":")
-    return getattr(importlib.import_module(module), func)
+    run = getattr(importlib.import_module(module), func)
+
+    @functools.wraps(run)
+    def released(spark, *args, **kwargs):
+        from jobs.common import delta_io
+
+        try:
+            return run(spark, *args, **kwargs)
+        finally:
+            delta_io.release_logs(spark)
+
+    return released

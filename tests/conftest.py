@@ -83,7 +83,6 @@ if LoadScopeScheduling is not None:
             return f"night-{night_of(nodeid)}" if Path(path).name in SHAPE_NIGHT_MODULES else path
 
     @pytest.hookimpl(optionalhook=True)      # -p no:xdist runs without the hook's plugin
-    @pytest.hookimpl(optionalhook=True)      # -p no:xdist runs without the hook's plugin
     def pytest_xdist_make_scheduler(config, log):
         """``pytest -n N`` (``make test``): :class:`_ModulesAndNights`, the largest group first."""
         return _ModulesAndNights(config, log)

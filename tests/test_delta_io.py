@@ -69,3 +69,20 @@ def test_releasing_the_logs_drops_the_cached_log_and_reads_the_table_afresh(spar
     delta_io.release_logs(spark)
     assert not cached.equals(log())                   # released: a new log, read from the files
     assert delta_io.read_table(spark, lake_cfg, "runs").count() == 0
+
+
+def _read_runs(spark, cfg, *args):
+    return delta_io.read_table(spark, cfg, "runs").count()
+
+
+def test_a_stage_releases_the_logs_it_cached_when_it_ends(spark, lake_cfg, monkeypatch):
+    from jobs import stages
+
+    monkeypatch.setitem(stages.STAGES, "read_runs", f"{__name__}:_read_runs")
+    assert stages.stage_function("read_runs")(spark, lake_cfg) == 0
+    delta_log = spark.sparkContext._jvm.org.apache.spark.sql.delta.DeltaLog
+    path = delta_io.table_path(lake_cfg, "runs")
+    first = delta_log.forTable(spark._jsparkSession, path)
+    assert first.equals(delta_log.forTable(spark._jsparkSession, path))
+    assert stages.stage_function("read_runs")(spark, lake_cfg) == 0
+    assert not first.equals(delta_log.forTable(spark._jsparkSession, path))   # released at the stage's end

@@ -55,16 +55,12 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 def run_stage(spark, cfg: Mapping, stage: str, ds: dt.date, run_id: str) -> dict:
     """Run one registered stage and record it in ``runs``."""
-    from jobs.common import delta_io
     from jobs.stages import STAGES, stage_function
 
     if stage not in STAGES:
         raise ConfigError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
-    try:
-        with record_stage(spark, cfg, run_id, ds, stage) as rec:
-            return stage_function(stage)(spark, cfg, ds, run_id, rec)
-    finally:
-        delta_io.release_logs(spark)           # the stage's snapshots do not outlive it
+    with record_stage(spark, cfg, run_id, ds, stage) as rec:
+        return stage_function(stage)(spark, cfg, ds, run_id, rec)
 
 
 def _active_session():

@@ -136,7 +136,6 @@ def build_features(spark: SparkSession, cfg: Mapping, hcfg: Mapping, train: Data
         _copy_models(spark, copy_from, hcfg, delta_io.read_table(spark, hcfg, "topic_models"), write=False)
     for stage in stages:
         stage_function(stage)(spark, hcfg, fds, run_id, StageRecord())
-        delta_io.release_logs(spark)           # as after a stage of the night (runner.run_stage)
     if key is not None:
         delta_io.write_text(spark, marker, json.dumps({"key": key, "fds": fds.isoformat(), "run_id": run_id}))
     return True
