@@ -13,8 +13,9 @@ neighbours (``blend_no_neighbours``), the sequence model alone
 (``seqrec``) and trained without text (``seqrec_no_text``), and the baselines (EASE, popularity,
 co-occurrence, ALS). Prints Recall@10 / NDCG@10 per shape and protocol (and on held-out items with fewer than
 five training events), the blend's NDCG@10 minus each model's with its paired bootstrap interval,
-the weights the night learned next to the fixed ones, and the seconds each night and its slowest
-stages took.
+the weights the night learned next to the fixed ones, the seconds each night and its slowest
+stages took, and where the sequence model ranks the held-out items with and without its text
+input (``benchmarks/rare_items.py``).
 """
 from __future__ import annotations
 
@@ -34,20 +35,27 @@ RARE = ("seqrec", "seqrec_no_text", "blend", "ease")
 SIZES = {"shop": (400, 300), "ratings": (600, 1000), "reviews": (1500, 800)}
 
 
-def night(spark, out: Path, shape: str, users: int, items: int, seed: int, protocols: list[str]) -> dict:
+def bench_cfg(out: Path, sample_conf, protocols: list[str]):
+    """The configuration of one shape's benchmark night in ``out``: the local one, the sample's
+    suggested settings, the lake and reports in ``out``, every model of the table evaluated."""
     from conf import CONF_DIR
     from jobs.common.config import load_config
-    from jobs.nightly import run_nightly
-    from jobs.sample_data import DEFAULT_DAYS, SampleSpec, generate
 
-    spec = SampleSpec(shape=shape, users=users, items=items, days=DEFAULT_DAYS[shape], seed=seed)
-    truth = generate(out / "sample", spec)
-    cfg = load_config([CONF_DIR / "local.yaml", truth["conf"]], [
+    return load_config([CONF_DIR / "local.yaml", sample_conf], [
         f"lake.root={out / 'lake'}", f"dq.docs_dir={out / 'reports' / 'dq'}", f"report.dir={out / 'reports'}",
         # the default configuration's sequence window (conf/local.yaml shortens it for the demo)
         "seqrec.max_len=50",
         f"eval.protocols=[{','.join(protocols)}]", "eval.ablations=[no_sequence,no_neighbours]",
         "eval.baselines=[popularity,cooccurrence,als,ease,seqrec,seqrec_no_text]", "eval.ks=[10]"])
+
+
+def night(spark, out: Path, shape: str, users: int, items: int, seed: int, protocols: list[str]) -> dict:
+    from jobs.nightly import run_nightly
+    from jobs.sample_data import DEFAULT_DAYS, SampleSpec, generate
+
+    spec = SampleSpec(shape=shape, users=users, items=items, days=DEFAULT_DAYS[shape], seed=seed)
+    truth = generate(out / "sample", spec)
+    cfg = bench_cfg(out, truth["conf"], protocols)
     t0 = time.monotonic()
     result = run_nightly(spark, cfg, spec.end_date, force=True, echo=lambda *a, **k: None)
     if result["exit_code"]:
@@ -145,6 +153,13 @@ def main(argv: list[str] | None = None) -> int:
     print()
     for shape, run in runs.items():
         print(f"{shape}: {stage_seconds(spark, run)}")
+    if "leave_last_out" in args.protocols:
+        from benchmarks.rare_items import HEADER, report
+
+        print("\nWhere the sequence model ranks held-out items, with and without its text input "
+              "(benchmarks/rare_items.py):")
+        print("\n".join(HEADER + [line for shape, run in runs.items() for line in report(spark, shape, run["cfg"],
+                                                                                          run["ds"])]))
     return 0
 
 

@@ -1,0 +1,162 @@
+"""Where the sequence model ranks held-out items with little history, with and without its text input.
+
+    .venv/bin/python benchmarks/rare_items.py --out DIR [--shapes ratings reviews]
+
+Reads the lakes that ``benchmarks/shapes.py --out DIR`` left: under leave-last-out, the
+evaluation trains the sequence model on the split's training events twice, with the
+language-model input (``seqrec``) and with ID embeddings only (``seqrec_no_text``), each in a
+hold-out lake of its own. For every held-out event whose item has fewer than
+``eval.rare_item_events`` training events (the split and the count of ``recjobs eval``), each
+model ranks the item among the whole catalogue by its score, less what the user's lists leave
+out (``rank.exclude_types``, negative reviews). Recall@10 on these items is 0 for both models on
+the samples (no list of 10 reaches them), so the rank says what the text input does for them:
+per shape, the events, the median rank, MRR, Recall at 10, 50 and 100, and on how many events
+the text model ranks the item higher, lower or equal; then the same over every held-out event.
+Users or items without a model vector rank last.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+PROTOCOL = "leave_last_out"
+MODELS = {"seqrec": "", "seqrec_no_text": "-no_text"}
+KS = (10, 50, 100)
+
+
+def held_out(spark, cfg, ds):
+    """(held-out events of the split with the item's training-event count, the date features were built for)."""
+    from pyspark.sql import functions as F
+
+    from jobs.common import delta_io
+    from jobs.common.settings import EvalSettings
+    from jobs.evaluation.splits import split
+    from schemas import columns as c
+
+    ev = EvalSettings.from_config(cfg)
+    train, test, fds = split(delta_io.read_table(spark, cfg, "events_clean"), PROTOCOL, ds, ev.relevant_types,
+                             ev.random_ratio, ev.seed)
+    counts = train.groupBy(c.ITEM_ID).agg(F.count("*").alias("train_events"))
+    held = (test.join(counts, c.ITEM_ID, "left").select(c.USER_ID, c.ITEM_ID,
+                                                        F.coalesce("train_events", F.lit(0)).alias("train_events")))
+    return held, fds, ev.rare_item_events
+
+
+def ranks(spark, cfg, suffix: str, held, fds):
+    """``held`` with ``rank``: the held-out item's place in the model's whole-catalogue ranking
+    (1 = first), less the exclusions; null when the user or the item has no vector."""
+    from pyspark.sql import functions as F
+
+    from jobs.common import delta_io
+    from jobs.common.config import with_values
+    from jobs.common.settings import RankSettings
+    from jobs.evaluation.holdout import holdout_name
+    from jobs.ranking.exclusions import excluded_pairs
+    from schemas import columns as c
+
+    hcfg = with_values(cfg, {"lake.root": f"{delta_io.lake_root(cfg)}/{holdout_name(PROTOCOL, suffix)}"})
+    read = delta_io.reader(spark, hcfg)
+    on = F.col(c.DS) == F.lit(fds)
+    users = read("sequence_user_vectors").where(on).select(c.USER_ID, F.col("embedding").alias("u"))
+    items = read("sequence_item_vectors").where(on).select(c.ITEM_ID, F.col("embedding").alias("v"))
+    rs = RankSettings.from_config(hcfg)
+    excluded = excluded_pairs(read("events_clean"), read("user_item_sentiment"), fds, rs.exclude_types,
+                              rs.negative_threshold)
+    dot = F.aggregate(F.zip_with("u", "v", lambda a, b: a * b), F.lit(0.0), lambda acc, x: acc + x)
+    target = (held.join(users, c.USER_ID).join(items, c.ITEM_ID)
+              .select(c.USER_ID, F.col(c.ITEM_ID).alias("target"), "u", dot.alias("t")))
+    above = (target.crossJoin(items).where(F.col(c.ITEM_ID) != F.col("target"))
+             .join(excluded, [c.USER_ID, c.ITEM_ID], "left_anti")
+             .where(dot > F.col("t")).groupBy(c.USER_ID, "target").agg(F.count("*").alias("above")))
+    placed = (target.join(above, [c.USER_ID, "target"], "left")
+              .select(c.USER_ID, F.col("target").alias(c.ITEM_ID), (F.coalesce("above", F.lit(0)) + 1).alias("rank")))
+    return held.join(placed, [c.USER_ID, c.ITEM_ID], "left")
+
+
+def summary(frame, catalogue: int) -> dict:
+    """One row of figures over ``frame`` (user_id, item_id, text, no_text ranks)."""
+    from pyspark.sql import functions as F
+
+    figures = [F.count("*").alias("events")]
+    for model in MODELS:
+        rank = F.coalesce(F.col(model), F.lit(catalogue + 1))
+        figures += [F.percentile_approx(rank, 0.5).alias(f"{model}_median"), F.avg(1.0 / rank).alias(f"{model}_mrr")]
+        figures += [F.avg((rank <= k).cast("double")).alias(f"{model}_r{k}") for k in KS]
+    text, ids = (F.coalesce(F.col(m), F.lit(catalogue + 1)) for m in MODELS)
+    figures += [F.sum((text < ids).cast("int")).alias("text_higher"), F.sum((text > ids).cast("int")).alias("text_lower")]
+    return frame.agg(*figures).first().asDict()     # one row
+
+
+def report(spark, shape: str, cfg, ds) -> list[str]:
+    """The table rows of one shape's lake: its rare held-out items, then every held-out item."""
+    from pyspark.sql import functions as F
+
+    from jobs.common import delta_io
+    from schemas import columns as c
+
+    held, fds, rare_below = held_out(spark, cfg, ds)
+    held = held.persist()
+    catalogue = delta_io.read_table(spark, cfg, "items_clean").count()
+    frame = held
+    for model, suffix in MODELS.items():
+        frame = frame.join(ranks(spark, cfg, suffix, held, fds).select(c.USER_ID, c.ITEM_ID, F.col("rank").alias(model)),
+                           [c.USER_ID, c.ITEM_ID], "left")
+    frame = frame.persist()
+    lines = []
+    for label, rows in ((f"fewer than {rare_below} training events", frame.where(F.col("train_events") < rare_below)),
+                        ("every held-out item", frame)):
+        s = summary(rows, catalogue)
+        if not s["events"]:
+            lines.append(f"| {shape} | {label} | 0 | - | - | - |")
+            continue
+        cells = []
+        for model in MODELS:
+            cells.append(f"{s[f'{model}_median']:.0f} / {s[f'{model}_mrr']:.4f} / "
+                         + " / ".join(f"{s[f'{model}_r{k}']:.3f}" for k in KS))
+        same = s["events"] - s["text_higher"] - s["text_lower"]
+        lines.append(f"| {shape} | {label} | {s['events']:,} | {cells[0]} | {cells[1]} | "
+                     f"{s['text_higher']} / {s['text_lower']} / {same} |")
+    frame.unpersist()
+    held.unpersist()
+    return lines
+
+
+HEADER = ["| shape | held-out items | events | seqrec: median rank / MRR / R@10 / R@50 / R@100 | "
+          "seqrec_no_text: the same | text ranks it higher / lower / equal |",
+          "| --- | --- | --- | --- | --- | --- |"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    from benchmarks.shapes import SIZES, bench_cfg
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", required=True, help="the folder benchmarks/shapes.py wrote (one sub-folder per shape)")
+    parser.add_argument("--shapes", nargs="+", default=["ratings", "reviews"], choices=list(SIZES))
+    args = parser.parse_args(argv)
+
+    import datetime as dt
+    import json
+
+    from conf import CONF_DIR
+    from jobs.common.config import load_config
+    from jobs.common.session import get_spark
+
+    spark = get_spark(load_config([CONF_DIR / "local.yaml"]), app_name="recjobs-bench-rare-items")
+    lines = list(HEADER)
+    for shape in args.shapes:
+        out = Path(args.out) / shape
+        truth = out / "sample" / "ground_truth.json"
+        if not (out / "lake" / "_holdout").is_dir() or not truth.is_file():
+            raise SystemExit(f"{out}: no benchmark lake with its hold-outs here; run "
+                             f"benchmarks/shapes.py --out {args.out} --shapes {shape} first")
+        ds = dt.date.fromisoformat(json.loads(truth.read_text())["end_date"])
+        lines += report(spark, shape, bench_cfg(out, out / "sample" / "recjobs.yaml", [PROTOCOL]), ds)
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
