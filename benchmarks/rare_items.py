@@ -29,19 +29,15 @@ KS = (10, 50, 100)
 
 def held_out(spark, cfg, ds):
     """(held-out events of the split with the item's training-event count, the date features were built for)."""
-    from pyspark.sql import functions as F
-
     from jobs.common import delta_io
     from jobs.common.settings import EvalSettings
-    from jobs.evaluation.splits import split
+    from jobs.evaluation.splits import split, with_training_events
     from schemas import columns as c
 
     ev = EvalSettings.from_config(cfg)
     train, test, fds = split(delta_io.read_table(spark, cfg, "events_clean"), PROTOCOL, ds, ev.relevant_types,
                              ev.random_ratio, ev.seed)
-    counts = train.groupBy(c.ITEM_ID).agg(F.count("*").alias("train_events"))
-    held = (test.join(counts, c.ITEM_ID, "left").select(c.USER_ID, c.ITEM_ID,
-                                                        F.coalesce("train_events", F.lit(0)).alias("train_events")))
+    held = with_training_events(test, train).select(c.USER_ID, c.ITEM_ID, "train_events")
     return held, fds, ev.rare_item_events
 
 
@@ -51,13 +47,12 @@ def ranks(spark, cfg, suffix: str, held, fds):
     from pyspark.sql import functions as F
 
     from jobs.common import delta_io
-    from jobs.common.config import with_values
     from jobs.common.settings import RankSettings
-    from jobs.evaluation.holdout import holdout_name
+    from jobs.evaluation.holdout import holdout_cfg, holdout_name
     from jobs.ranking.exclusions import excluded_pairs
     from schemas import columns as c
 
-    hcfg = with_values(cfg, {"lake.root": f"{delta_io.lake_root(cfg)}/{holdout_name(PROTOCOL, suffix)}"})
+    hcfg = holdout_cfg(cfg, holdout_name(PROTOCOL, suffix))
     read = delta_io.reader(spark, hcfg)
     on = F.col(c.DS) == F.lit(fds)
     users = read("sequence_user_vectors").where(on).select(c.USER_ID, F.col("embedding").alias("u"))

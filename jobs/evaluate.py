@@ -42,7 +42,7 @@ from jobs.common import delta_io
 from jobs.common.metrics import MODEL, model_accuracy, model_beyond_accuracy
 from jobs.common.runlog import StageRecord
 from jobs.common.settings import EvalSettings, LearnSettings, RankSettings
-from jobs.evaluation import PRODUCT, evaluation_half, reserves_evaluation_half, split
+from jobs.evaluation import PRODUCT, evaluation_half, reserves_evaluation_half, split, with_training_events
 from jobs.evaluation.baselines import (als_baseline, cooccurrence_baseline, ease_baseline, popularity_baseline,
                                       vector_baseline)
 from jobs.evaluation.holdout import (DECAY_STAGES, build_features, events_source, history_days, holdout_cfg, holdout_name,
@@ -130,9 +130,8 @@ def evaluate_protocol(spark: SparkSession, cfg: Mapping, ds: dt.date, protocol: 
         catalogue = delta_io.read_table(spark, cfg, "items_clean").count()
         vectors = delta_io.read_table(spark, cfg, "item_embeddings").select(c.ITEM_ID, "embedding")
 
-        counts = train.groupBy(c.ITEM_ID).count()
-        rare = (test.join(counts, c.ITEM_ID, "left").where(F.coalesce(F.col("count"), F.lit(0)) < ev.rare_item_events)
-                .drop("count"))
+        rare = (with_training_events(test, train).where(F.col("train_events") < ev.rare_item_events)
+                .drop("train_events"))
         rare = rare if rare.limit(1).count() else None        # no rare held-out item: no rare metrics
 
         def score(models: Mapping[str, DataFrame]) -> list[tuple]:

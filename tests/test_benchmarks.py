@@ -20,10 +20,10 @@ def _vectors(spark, cfg, name, rows):
 
 def test_a_held_out_item_is_ranked_among_the_catalogue_less_the_users_exclusions(spark, lake_cfg):
     from benchmarks.rare_items import PROTOCOL, ranks
-    from jobs.evaluation.holdout import holdout_name
+    from jobs.evaluation.holdout import holdout_cfg, holdout_name
 
     cfg = with_values(lake_cfg, {"rank.exclude_types": ["purchase"]})
-    hcfg = with_values(cfg, {"lake.root": f"{delta_io.lake_root(cfg)}/{holdout_name(PROTOCOL)}"})
+    hcfg = holdout_cfg(cfg, holdout_name(PROTOCOL))
     # scores for u1 (vector [1, 0]): a 0.9, c 0.7, b 0.5, d 0.1; u2 ([0, 1]): d 0.9 first
     _vectors(spark, hcfg, "sequence_item_vectors",
              [("a", [0.9, 0.0]), ("b", [0.5, 0.1]), ("c", [0.7, 0.0]), ("d", [0.1, 0.9])])

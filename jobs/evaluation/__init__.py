@@ -8,7 +8,8 @@ from __future__ import annotations
 from typing import Sequence
 
 from jobs.common.settings import BASELINES, PROTOCOLS, REBUILD_ABLATIONS
-from jobs.evaluation.splits import check_protocol, evaluation_half, reserves_evaluation_half, split
+from jobs.evaluation.splits import (check_protocol, evaluation_half, reserves_evaluation_half, split,
+                                    with_training_events)
 from schemas.components import COMPONENTS, Component, ablations
 
 PRODUCT = "blend"
@@ -24,4 +25,4 @@ def model_names(components: Sequence[Component] = COMPONENTS) -> tuple[str, ...]
 MODELS = model_names()
 
 __all__ = ["BASELINES", "MODELS", "PRODUCT", "PROTOCOLS", "check_protocol", "evaluation_half", "model_names",
-           "reserves_evaluation_half", "split"]
+           "reserves_evaluation_half", "split", "with_training_events"]

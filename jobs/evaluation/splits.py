@@ -53,6 +53,14 @@ def split(events: DataFrame, protocol: str, ds: dt.date, relevant_types: Sequenc
     return train, test, ds
 
 
+def with_training_events(test: DataFrame, train: DataFrame) -> DataFrame:
+    """``test`` with ``train_events``: how many of the training events are of each held-out item
+    (0 for an item training never saw); below ``eval.rare_item_events`` the item counts as rare."""
+    counts = train.groupBy(c.ITEM_ID).agg(F.count("*").alias("train_events"))
+    return (test.join(counts, c.ITEM_ID, "left")
+            .withColumn("train_events", F.coalesce(F.col("train_events"), F.lit(0))))
+
+
 def evaluation_half(seed: int, user: str = c.USER_ID):
     """True for the users the offline evaluation scores under the nightly's own leave-last-out
     hold-out, when the nightly's blend learns from the other users' held-out events: a fixed
