@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from jobs.common.config import Config, load_config, nested
+# `pytest -n 2` runs two test processes on the machine's two cores, each with its Spark session,
+# Python workers and sequence-model training. A thread pool per process as wide as the machine
+# (OpenMP in torch, OpenBLAS in numpy) oversubscribes the cores, and those threads spin while a
+# preempted peer holds them up: two test nights side by side took 643 s of wall time so, 389 s
+# with one such thread per process. Set before torch or numpy is loaded; a value set outside wins.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+from jobs.common.config import Config, load_config, nested  # noqa: E402
 
 
 # A test-scale sequence model (one block, 32 wide, the newest 20 items): samples of tens of users
