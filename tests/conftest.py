@@ -44,10 +44,11 @@ def _test_values(warehouse: str) -> dict:
                 "spark.driver.memory": "4g",
                 # Test-size data: generating, compiling and JIT-compiling code for every query costs
                 # more than it saves (a test night: 16% less CPU, the same tables), and the parallel
-                # collector spends less CPU than G1's concurrent threads on a 2-core machine.
+                # collector spends less CPU than G1's concurrent threads on a 2-core machine; one
+                # collector thread per test JVM, as there are two of them (see OMP_NUM_THREADS above).
                 "spark.sql.codegen.wholeStage": "false",
                 "spark.sql.codegen.factoryMode": "NO_CODEGEN",
-                "spark.driver.extraJavaOptions": "-XX:+UseParallelGC",
+                "spark.driver.extraJavaOptions": "-XX:+UseParallelGC -XX:ParallelGCThreads=1",
                 "spark.sql.execution.arrow.pyspark.enabled": "true",
             },
         },
