@@ -149,7 +149,7 @@ def test_the_sequence_model_warm_starts_between_full_retrains(spark, shape_night
                     ignore=shutil.ignore_patterns("_holdout", "_dq", "_reports"))
     # a few epochs make the point (which checkpoint a night starts from, what it trains on)
     cfg = with_values(night.cfg, {"lake.root": str(tmp_path / "lake"), "seqrec.refit_every_days": 7,
-                                  "seqrec.epochs": 3, "seqrec.min_epochs": 1, "seqrec.warm_epochs": 2})
+                                  "seqrec.epochs": 3, "seqrec.warm_epochs": 2})
     early = night.ds - dt.timedelta(days=2)
     first = train_seqrec(spark, cfg, early, "test-full")
     second = train_seqrec(spark, cfg, night.ds, "test-warm")
