@@ -24,6 +24,7 @@ import sys
 import time
 from typing import Mapping
 
+from pyspark import StorageLevel
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
@@ -33,6 +34,7 @@ from jobs.common.settings import EvalSettings, LearnSettings, RankSettings
 from jobs.evaluation import reserves_evaluation_half
 from jobs.evaluation.holdout import events_source, learn_from_holdout
 from jobs.ranking import blend_rank, candidate_features, default_list, reason_context, reasons, store
+from jobs.ranking.features import without_vectors
 from jobs.ranking.learn import settings_with_half_lives
 from schemas import columns as c
 from schemas.components import names
@@ -99,14 +101,20 @@ def run(spark: SparkSession, cfg: Mapping, ds: dt.date, run_id: str, rec: StageR
     on_ds = F.col(c.DS) == F.lit(ds)
     terms = read("topic_terms").where(on_ds)
     with candidate_features(read, ds, s) as data:
-        ranked = reason_context(blend_rank(data.features, s, weights, scorer=scorer), data.sequences, data.item_vectors,
-                                data.items, terms, s.recent_items, s.verbs)
-        default = default_list(data.popularity, data.items, read("item_topics").where(on_ds), terms, s)
-        out = (reasons(ranked, weights).unionByName(default, allowMissingColumns=True).select(
-            F.lit(ds).alias(c.DS), c.USER_ID, F.col("rank").cast("int"), c.ITEM_ID, "score",
-            F.struct(*[F.col(n).cast("double").alias(n) for n in names()]).alias("components"), "reason",
-            "reason_kind", F.lit(version).alias("model_version"), F.lit(run_id).alias(c.RUN_ID)))
-        delta_io.replace_where(out, cfg, "recommendations_staging", f"ds = DATE'{ds.isoformat()}'")
+        # the candidates are built once for the blend's standardisation and the ranking: cached
+        # without their vectors, the item vector the reasons need joined back onto the top N
+        feats = without_vectors(data.features).persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            top = blend_rank(feats, s, weights, scorer=scorer).join(data.item_vectors, c.ITEM_ID, "left")
+            ranked = reason_context(top, data.sequences, data.item_vectors, data.items, terms, s.recent_items, s.verbs)
+            default = default_list(data.popularity, data.items, read("item_topics").where(on_ds), terms, s)
+            out = (reasons(ranked, weights).unionByName(default, allowMissingColumns=True).select(
+                F.lit(ds).alias(c.DS), c.USER_ID, F.col("rank").cast("int"), c.ITEM_ID, "score",
+                F.struct(*[F.col(n).cast("double").alias(n) for n in names()]).alias("components"), "reason",
+                "reason_kind", F.lit(version).alias("model_version"), F.lit(run_id).alias(c.RUN_ID)))
+            delta_io.replace_where(out, cfg, "recommendations_staging", f"ds = DATE'{ds.isoformat()}'")
+        finally:
+            feats.unpersist()
         n_users = data.users.count()
     written = read("recommendations_staging").where(on_ds)
     n_default = written.where(F.col(c.USER_ID) == c.DEFAULT_USER).count()
