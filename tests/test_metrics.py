@@ -19,6 +19,32 @@ def frames(spark):
     return recs, truth
 
 
+def test_diversity_is_the_mean_pairwise_distance_of_each_list(spark):
+    """Random unit float vectors (as the item vectors are stored), lists of 1 to 12 items with
+    gaps in their ranks: diversity@K against every pair counted out in numpy."""
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    vecs = rng.normal(size=(30, 8))
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    vectors = spark.createDataFrame([(f"i{n}", [float(x) for x in v]) for n, v in enumerate(vecs)],
+                                    "item_id string, embedding array<float>")
+    lists = {f"u{u}": sorted(rng.choice(30, size=int(rng.integers(1, 13)), replace=False), key=lambda _: rng.random())
+             for u in range(25)}
+    rows = [(u, f"i{i}", 2 * r + 1) for u, items in lists.items() for r, i in enumerate(items)]
+    recs = spark.createDataFrame(rows, "user_id string, item_id string, rank int")
+    train = spark.createDataFrame([("u0", "i0")], "user_id string, item_id string")
+    as32 = vecs.astype(np.float32).astype(np.float64)
+    for k in (5, 11, 30):
+        means = []
+        for items in lists.values():
+            top = [i for r, i in enumerate(items) if 2 * r + 1 <= k]
+            pairs = [1.0 - as32[a] @ as32[b] for n, a in enumerate(top) for b in top[n + 1:]]
+            if pairs:
+                means.append(np.mean(pairs))
+        assert beyond_accuracy(recs, vectors, train, 30, [k])[("diversity", k)] == pytest.approx(np.mean(means)), k
+
+
 def test_accuracy_matches_hand_computed_values(frames):
     recs, truth = frames
     m = accuracy(recs, truth, [3, 1])

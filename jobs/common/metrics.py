@@ -233,6 +233,18 @@ def bootstrap_intervals(per_user: DataFrame, cols: Sequence[str], by: str = MODE
     return out
 
 
+def _mean_pair_distance(entries: str, k: int) -> Column:
+    """The mean cosine distance 1 - u.v over the pairs of vectors ``_v`` of the ``entries``
+    (an array of (rank, _v) structs) with rank <= k; null with fewer than two. From the sum S of
+    the n vectors and their squared norms q: the pairs' dot products add up to (S.S - q) / 2, so
+    the mean is 1 - (S.S - q) / (n (n - 1)), a pass over the list rather than over its pairs."""
+    vs = f"transform(filter({entries}, e -> e.rank <= {int(k)}), e -> transform(e._v, x -> cast(x AS DOUBLE)))"
+    total = "aggregate(slice(lst, 2, size(lst)), lst[0], (acc, v) -> zip_with(acc, v, (x, y) -> x + y))"
+    squares = "aggregate(lst, 0D, (acc, v) -> acc + aggregate(v, 0D, (a, x) -> a + x * x))"
+    return F.expr(f"""aggregate(array({vs}), CAST(NULL AS DOUBLE), (unused, lst) -> CASE WHEN size(lst) >= 2 THEN
+        1D - (aggregate({total}, 0D, (a, x) -> a + x * x) - {squares}) / (size(lst) * (size(lst) - 1D)) END)""")
+
+
 def model_beyond_accuracy(recs: DataFrame, item_vectors: DataFrame, train: DataFrame, catalogue_size: int,
                           ks: Iterable[int], models: Sequence[str], by: str = MODEL) -> dict[str, dict]:
     """:func:`beyond_accuracy` of every model in ``recs`` (``by``, user_id, item_id, rank) at
@@ -242,11 +254,8 @@ def model_beyond_accuracy(recs: DataFrame, item_vectors: DataFrame, train: DataF
         *[F.countDistinct(F.when(F.col("rank") <= k, F.col(c.ITEM_ID))).alias(f"c{k}") for k in ks]).collect()}
     top = recs.where(F.col("rank") <= ks[-1]).join(item_vectors.select(c.ITEM_ID, F.col("embedding").alias("_v")),
                                                    c.ITEM_ID)
-    a = top.select(by, c.USER_ID, F.col("rank").alias("_ra"), F.col("_v").alias("_va"))
-    b = top.select(by, c.USER_ID, F.col("rank").alias("_rb"), F.col("_v").alias("_vb"))
-    dist = 1.0 - _sum(F.zip_with("_va", "_vb", lambda x, y: x * y))
-    per_user = (a.join(b, [by, c.USER_ID]).where(F.col("_ra") < F.col("_rb")).groupBy(by, c.USER_ID)
-                .agg(*[F.avg(F.when(F.col("_rb") <= k, dist)).alias(f"d{k}") for k in ks]))
+    lists = top.groupBy(by, c.USER_ID).agg(F.collect_list(F.struct("rank", "_v")).alias("_l"))
+    per_user = lists.select(by, c.USER_ID, *[_mean_pair_distance("_l", k).alias(f"d{k}") for k in ks])
     div = {r[by]: r for r in per_user.groupBy(by).agg(*[F.avg(f"d{k}").alias(f"d{k}") for k in ks]).collect()}
     n_users = train.select(c.USER_ID).distinct().count()
     pop = train.groupBy(c.ITEM_ID).agg(F.countDistinct(c.USER_ID).alias("_n"))
