@@ -39,7 +39,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.common import delta_io
-from jobs.common.metrics import MODEL, model_accuracy, model_beyond_accuracy
+from jobs.common.metrics import GAP_METRICS, MODEL, model_accuracy, model_beyond_accuracy
 from jobs.common.runlog import StageRecord
 from jobs.common.settings import EvalSettings, LearnSettings, RankSettings
 from jobs.evaluation import PRODUCT, evaluation_half, reserves_evaluation_half, split, with_training_events
@@ -158,13 +158,19 @@ def evaluate_protocol(spark: SparkSession, cfg: Mapping, ds: dt.date, protocol: 
             # the product and its ablations rank the same rows: standardised with one aggregation
             stats = blend_stats(product)
             models: dict[str, DataFrame] = {
-                PRODUCT: blend_rank(product, rs, blend["weights"], scorer=blend.get("scorer"), stats=stats),
-                f"{PRODUCT}_fixed": blend_rank(use_half_lives(feats, fixed_half_lives), rs, rs.weights,
-                                               stats=stats if half_lives == fixed_half_lives else None)}
+                PRODUCT: blend_rank(product, rs, blend["weights"], scorer=blend.get("scorer"), stats=stats)}
+            # the nightly may have chosen the fixed blend itself: then it is the product's very ranking
+            models[f"{PRODUCT}_fixed"] = models[PRODUCT] if (
+                blend["weights"] == rs.weights and half_lives == fixed_half_lives and blend.get("scorer") is None) \
+                else blend_rank(use_half_lives(feats, fixed_half_lives), rs, rs.weights,
+                                stats=stats if half_lives == fixed_half_lives else None)
             for name, component in ablations().items():
                 if name in ev.ablations:
-                    models[f"{PRODUCT}_{name}"] = blend_rank(product, rs, {**blend["weights"], component: 0.0},
-                                                             stats=stats)
+                    weights = {**blend["weights"], component: 0.0}
+                    # a component the blend gives no weight: its ablation is the product's very ranking
+                    same = weights == blend["weights"] and blend.get("scorer") is None
+                    models[f"{PRODUCT}_{name}"] = models[PRODUCT] if same else blend_rank(product, rs, weights,
+                                                                                         stats=stats)
             read = delta_io.reader(spark, ecfg)
             excluded = excluded_pairs(read("events_clean"), read("user_item_sentiment"), fds, rs.exclude_types,
                                       rs.negative_threshold)
@@ -192,7 +198,7 @@ def evaluate_protocol(spark: SparkSession, cfg: Mapping, ds: dt.date, protocol: 
             # the same training with ID embeddings only, in a lake of its own (sequences rebuilt there)
             tcfg = holdout_cfg(cfg, holdout_name(protocol, "-no_text"),
                                {"rank.top_n": kmax, "seqrec.use_text": False, "seqrec.id_embeddings": True}, span)
-            build_features(spark, cfg, tcfg, train, fds, run_id, ("build_sequences", "train_seqrec"), copy_from=ecfg)
+            build_features(spark, cfg, tcfg, train, fds, run_id, ("build_sequences", "train_seqrec"))
             rows += score({"seqrec_no_text": _sequence_alone(delta_io.reader(spark, tcfg), users, excluded, fds,
                                                              kmax, rs)})
         if "no_decay" in ev.ablations:
@@ -231,23 +237,38 @@ def _score_models(ds: dt.date, protocol: str, run_id: str, models: Mapping[str, 
     ``model`` column); ``recall_rare``/``ndcg_rare`` are over the held-out items of ``rare``
     (those with few training events; None: there are none). Accuracy metrics carry their
     bootstrap interval over users; when the product is among ``models``, every other model gets
-    ``ndcg_gap``/``recall_gap``, the product's value minus its own, with the paired interval."""
+    ``ndcg_gap``/``recall_gap``, the product's value minus its own, with the paired interval. A
+    frame given under several names (an ablation of a component without weight is the product's
+    ranking) is computed once and scored under each name."""
     t0 = time.monotonic()
     names = list(models)
+    first: dict[int, str] = {}
+    same_as = {name: first.setdefault(id(frame), name) for name, frame in models.items()}
+    ranked = [name for name in names if same_as[name] == name]
     recs = None
-    for name, frame in models.items():
-        one = frame.select(F.lit(name).alias(MODEL), c.USER_ID, c.ITEM_ID, "rank")
+    for name in ranked:
+        one = models[name].select(F.lit(name).alias(MODEL), c.USER_ID, c.ITEM_ID, "rank")
         recs = one if recs is None else recs.unionByName(one)
     recs = recs.persist(StorageLevel.MEMORY_AND_DISK)
+    reference = PRODUCT if PRODUCT in ranked else None
     try:
         # the product against every model scored with it: ndcg_gap / recall_gap with paired intervals
-        acc = model_accuracy(recs, test, ks, names, replicates=ev.bootstrap, seed=ev.seed, level=ev.ci_level,
-                             reference=PRODUCT if PRODUCT in names else None)
-        on_rare = model_accuracy(recs, rare, ks, names, replicates=ev.bootstrap, seed=ev.seed,
+        acc = model_accuracy(recs, test, ks, ranked, replicates=ev.bootstrap, seed=ev.seed, level=ev.ci_level,
+                             reference=reference)
+        on_rare = model_accuracy(recs, rare, ks, ranked, replicates=ev.bootstrap, seed=ev.seed,
                                  level=ev.ci_level) if rare is not None else {}
-        beyond = model_beyond_accuracy(recs, vectors, train, catalogue, ks, names)
+        beyond = model_beyond_accuracy(recs, vectors, train, catalogue, ks, ranked)
     finally:
         recs.unpersist()
+    # a name for another's very ranking scores what it scores; the product's has no gap to it
+    no_gap = (0.0, 0.0, 0.0) if ev.bootstrap else (0.0, None, None)
+    for name, of in same_as.items():
+        if of != name:
+            acc[name] = {**acc[of], **({(f"{m}_gap", k): no_gap for m in GAP_METRICS for k in ks}
+                                       if of == reference else {})}
+            beyond[name] = beyond[of]
+            if of in on_rare:
+                on_rare[name] = on_rare[of]
     rows = []
     for model in names:
         values = dict(acc[model])

@@ -216,3 +216,41 @@ def test_next_day_trains_before_the_day_and_tests_on_its_relevant_events(spark):
     assert fds == day - dt.timedelta(days=1)
     assert train.agg(F.max("event_date")).first()[0] == fds and train.count() == 5 * 2 * 2
     assert {r["event_id"] for r in test.collect()} == {f"e{u}2purchase" for u in range(5)}   # ds's purchases only
+
+
+def test_a_ranking_given_under_two_names_scores_as_two_equal_rankings(spark):
+    """An ablation of a component the blend gives no weight is the product's very ranking (the
+    same frame): scored once, it gets every metric row that ranking it twice gives, its gap to
+    the product 0 with a (0, 0) interval."""
+    import datetime as dt
+    import random
+
+    from jobs.common.config import load_config, with_values
+    from jobs.common.settings import EvalSettings
+    from jobs.evaluate import _score_models
+
+    rng = random.Random(4)
+    schema = "user_id string, item_id string, rank int"
+    blend_rows = [(f"u{u}", f"i{rng.randrange(40)}", r + 1) for u in range(60) for r in range(6)]
+    pop_rows = [(f"u{u}", f"i{r}", r + 1) for u in range(60) for r in range(6)]
+    test = spark.createDataFrame([(f"u{u}", f"i{rng.randrange(40)}") for u in range(60)], "user_id string, item_id string")
+    train = spark.createDataFrame([(f"u{u}", f"i{rng.randrange(40)}") for u in range(60) for _ in range(3)],
+                                  "user_id string, item_id string")
+    vectors = spark.createDataFrame([(f"i{i}", [float(rng.random()) for _ in range(4)]) for i in range(40)],
+                                    "item_id string, embedding array<float>")
+    rare = test.where("item_id < 'i2'")
+    ev = EvalSettings.from_config(with_values(load_config(), {"eval.bootstrap": 50, "eval.ks": [3, 6]}))
+    blend = spark.createDataFrame(blend_rows, schema)
+    pop = spark.createDataFrame(pop_rows, schema)
+    score = lambda models: {(r[2], r[3], r[4]): (r[5], r[6], r[8], r[9]) for r in _score_models(  # noqa: E731
+        dt.date(2026, 6, 30), "leave_last_out", "r", models, test, train, [3, 6], 40, vectors, rare, ev)}
+    once = score({"blend": blend, "blend_no_x": blend, "popularity": pop})
+    twice = score({"blend": blend, "blend_no_x": spark.createDataFrame(blend_rows, schema), "popularity": pop})
+    assert set(once) == set(twice) and ("blend_no_x", "ndcg_rare", 6) in once
+    for key, (value, users, lo, hi) in twice.items():
+        got = once[key]
+        assert got[0] == pytest.approx(value, abs=1e-12) and got[1] == users, key
+        assert (got[2] is None) == (lo is None) and (lo is None or got[2] == pytest.approx(lo, abs=1e-12)), key
+        assert (got[3] is None) == (hi is None) and (hi is None or got[3] == pytest.approx(hi, abs=1e-12)), key
+    assert once[("blend_no_x", "ndcg_gap", 3)] == (0.0, 60, 0.0, 0.0)
+    assert once[("popularity", "ndcg_gap", 3)][0] != 0.0

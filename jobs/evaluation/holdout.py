@@ -45,10 +45,12 @@ log = logging.getLogger(__name__)
 # depend on events: the vectors are copied), nor keywords (used in explanations only).
 FEATURE_STAGES = ("build_sequences", "encode_users", "train_seqrec", "fit_topics", "score_sentiment", "mine_rules",
                   "fit_neighbours")
-# Without decay only these change; the rest is copied from the protocol's evaluation lake.
+# Without decay only these change. The variant's lake rebuilds them (its fit_topics reusing the
+# LDA fit of the lake it varies) and its ranker reads the tables of the other feature stages,
+# which do not decay, from that lake instead of copies.
 DECAY_STAGES = ("build_sequences", "encode_users", "fit_topics")
-DECAY_FREE_TABLES = ("topic_models", "item_sentiment", "user_item_sentiment", "item_rules", "item_neighbours",
-                     "sequence_models", "sequence_user_vectors", "sequence_item_vectors")
+DECAY_FREE_TABLES = ("item_sentiment", "user_item_sentiment", "item_rules", "item_neighbours",
+                     "sequence_user_vectors", "sequence_item_vectors")
 NO_DECAY_DAYS = 1e6
 HOLDOUT = "_holdout"
 BUILT = "_built.json"
@@ -106,8 +108,8 @@ def build_features(spark: SparkSession, cfg: Mapping, hcfg: Mapping, train: Data
                    run_id: str, stages: Sequence[str] = FEATURE_STAGES, copy_from: Mapping | None = None,
                    source: str | None = None) -> bool:
     """Write the training events, the catalogue and the item vectors into the hold-out lake and run
-    the event-derived feature stages there for ``fds`` (tables that ``stages`` leave out are copied
-    from the hold-out lake ``copy_from``).
+    the event-derived feature stages there for ``fds``. ``copy_from``: a hold-out lake this one
+    varies (built from the same events); a fit_topics among ``stages`` reuses its LDA fit.
 
     ``source`` (:func:`split_source`) names what ``train`` is; a lake already built from the same
     source, catalogue and feature settings is kept as it is. Returns whether it was built.
@@ -129,11 +131,8 @@ def build_features(spark: SparkSession, cfg: Mapping, hcfg: Mapping, train: Data
         # (fit_topics reuses it within its cadence instead of fitting the same model again)
         _copy_models(spark, cfg, hcfg, delta_io.read_table(spark, cfg, "topic_models")
                      .where(F.col(c.DS) <= F.lit(fds)).orderBy(F.col(c.DS).desc()).limit(1))
-    if copy_from is not None:
-        for name in DECAY_FREE_TABLES:
-            delta_io.overwrite(delta_io.read_table(spark, copy_from, name), hcfg, name)
-        # the models those rows name live in the lake they came from (paths are lake-relative)
-        _copy_models(spark, copy_from, hcfg, delta_io.read_table(spark, hcfg, "topic_models"), write=False)
+    if copy_from is not None and "fit_topics" in stages:
+        _copy_models(spark, copy_from, hcfg, delta_io.read_table(spark, copy_from, "topic_models"))
     for stage in stages:
         stage_function(stage)(spark, hcfg, fds, run_id, StageRecord())
     if key is not None:
@@ -141,11 +140,11 @@ def build_features(spark: SparkSession, cfg: Mapping, hcfg: Mapping, train: Data
     return True
 
 
-def _copy_models(spark: SparkSession, source: Mapping, target: Mapping, rows: DataFrame, write: bool = True) -> None:
-    """``topic_models`` rows into the ``target`` lake (when ``write``; none leaves its own as they are)
-    with the model folders they name."""
+def _copy_models(spark: SparkSession, source: Mapping, target: Mapping, rows: DataFrame) -> None:
+    """``topic_models`` rows of the ``source`` lake into the ``target`` lake (none leaves its own as
+    they are) with the model folders they name (their paths are lake-relative)."""
     fits = rows.collect()                                                   # a row a fit
-    if write and fits:
+    if fits:
         delta_io.overwrite(spark.createDataFrame(fits, rows.schema), target, "topic_models")
     for row in fits:
         delta_io.copy_tree(spark, delta_io.in_lake(source, row["path"]), delta_io.in_lake(target, row["path"]))
@@ -172,11 +171,19 @@ def ranker_features(spark: SparkSession, cfg: Mapping, hcfg: Mapping, train: Dat
                     source: str | None = None, build: bool = True) -> Iterator[DataFrame]:
     """Build a hold-out lake's features (see :func:`build_features`; ``build=False``: the caller
     just did) and yield the ranker's candidate features (of ``users`` when given) without their
-    vector columns (nothing here writes reasons), persisted; the cached frames are released on exit."""
+    vector columns (nothing here writes reasons), persisted; the cached frames are released on exit.
+    With ``copy_from`` (the no-decay variant of that lake, ``stages`` = ``DECAY_STAGES``) the
+    ``DECAY_FREE_TABLES`` are read from ``copy_from``."""
     if build:
         build_features(spark, cfg, hcfg, train, fds, run_id, stages, copy_from, source)
-    with candidate_features(delta_io.reader(spark, hcfg), fds, RankSettings.from_config(hcfg),
-                            half_life_grid) as data:
+    read = delta_io.reader(spark, hcfg)
+    if copy_from is not None:
+        if set(stages) != set(DECAY_STAGES):
+            raise ValueError(f"a lake rebuilt in part is ranked with the decay-free tables of the lake it varies: "
+                             f"stages {list(stages)} are not {list(DECAY_STAGES)}")
+        own, varied = read, delta_io.reader(spark, copy_from)
+        read = lambda name: varied(name) if name in DECAY_FREE_TABLES else own(name)  # noqa: E731
+    with candidate_features(read, fds, RankSettings.from_config(hcfg), half_life_grid) as data:
         feats = without_vectors(data.features)
         feats = feats if users is None else feats.join(users, c.USER_ID)
         feats = feats.persist(StorageLevel.MEMORY_AND_DISK)
