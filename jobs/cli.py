@@ -25,7 +25,7 @@ import json
 import sys
 from pathlib import Path
 
-from jobs.common.runner import (add_config_args, add_run_args, config_from_args, guarded, parse_date,
+from jobs.common.runner import (add_config_args, add_run_args, config_from_args, guarded, parse_date, preflight,
                                 run_stage, setup_logging)
 
 
@@ -64,10 +64,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.full:
         args.overrides.append("encoder.full_refresh=true")
     cfg = config_from_args(args)
-    if args.stage in ("encode_items", "encode_users"):
-        from jobs.common.encoding import model_ref
-
-        model_ref(cfg)  # a bad model path exits 2 before Spark starts
+    preflight(args.stage, cfg, args.date)   # a missing input or model path exits 2 before Spark starts
     spark, run_id = _session_and_run_id(cfg, args)
     with run_lock(spark, cfg, args.date, run_id):
         summary = run_stage(spark, cfg, args.stage, args.date, run_id)

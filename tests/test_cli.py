@@ -42,6 +42,28 @@ def test_missing_input_path_exits_2_naming_the_path(tmp_path):
     assert out.returncode == 2, out.stderr[-2000:]
     assert str(tmp_path / "no_items") in out.stderr and "input.items_path" in out.stderr
     assert "Traceback" not in out.stderr
+    assert not (tmp_path / "lake").exists()             # said before Spark started: no lock, no table
+
+
+def test_local_input_paths_are_checked_before_spark_and_the_rest_left_to_the_read(tmp_path):
+    import datetime as dt
+
+    from jobs.common.config import load_config, with_values
+    from jobs.common.errors import InputError
+    from jobs.common.raw_io import check_local_inputs
+
+    ds = dt.date(2026, 6, 30)
+    (tmp_path / "items").mkdir()
+    (tmp_path / "events-2026-06-30").mkdir()
+    inputs = lambda events, items: with_values(load_config(), {"input.events_path": events,  # noqa: E731
+                                                               "input.items_path": items})
+    check_local_inputs(inputs(str(tmp_path / "events-{ds}"), f"file:{tmp_path / 'items'}"), ds)
+    with pytest.raises(InputError, match=r"events-2026-07-01 \(key input.events_path\).*--set input.events_path="):
+        check_local_inputs(inputs(str(tmp_path / "events-{ds}"), str(tmp_path / "items")), ds + dt.timedelta(days=1))
+    with pytest.raises(InputError, match=r"file:.*nothing \(key input.items_path\)"):
+        check_local_inputs(inputs(str(tmp_path / "events-{ds}"), f"file://{tmp_path / 'nothing'}"), ds)
+    # a glob or another file system: the read decides
+    check_local_inputs(inputs(str(tmp_path / "events-*"), "s3a://bucket/items"), ds)
 
 
 def test_bad_date_is_a_usage_error():

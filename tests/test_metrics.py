@@ -233,7 +233,8 @@ def test_a_ranking_given_under_two_names_scores_as_two_equal_rankings(spark):
     schema = "user_id string, item_id string, rank int"
     blend_rows = [(f"u{u}", f"i{rng.randrange(40)}", r + 1) for u in range(60) for r in range(6)]
     pop_rows = [(f"u{u}", f"i{r}", r + 1) for u in range(60) for r in range(6)]
-    test = spark.createDataFrame([(f"u{u}", f"i{rng.randrange(40)}") for u in range(60)], "user_id string, item_id string")
+    test = spark.createDataFrame([(f"u{u}", f"i{rng.randrange(40)}") for u in range(60)],
+                                 "user_id string, item_id string")
     train = spark.createDataFrame([(f"u{u}", f"i{rng.randrange(40)}") for u in range(60) for _ in range(3)],
                                   "user_id string, item_id string")
     vectors = spark.createDataFrame([(f"i{i}", [float(rng.random()) for _ in range(4)]) for i in range(40)],

@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import os
 
 from pyspark.errors import AnalysisException
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -65,6 +66,23 @@ def _kind(schema: StructType) -> str:
 def _not_found(path: str, conf_key: str) -> InputError:
     return InputError(f"input path {path} (key {conf_key}) does not exist; "
                       f"fix {conf_key} with --conf or --set {conf_key}=PATH")
+
+
+def check_local_inputs(cfg, ds: dt.date) -> None:
+    """Before Spark starts: the input paths on this machine's file system (no scheme but
+    ``file:``, no glob) must exist. A missing one raises the error the read would give once
+    Spark had started, in a moment; other paths are left to the read.
+
+    Raises:
+        InputError: A local input path does not exist.
+    """
+    for key in ("items_path", "events_path"):
+        path = resolve_path(cfg["input"][key], ds)
+        local = path[len("file:"):] if path.startswith("file:") else path
+        if "://" in local or any(ch in local for ch in "*?[{"):
+            continue
+        if not os.path.exists(local):
+            raise _not_found(path, f"input.{key}")
 
 
 def _missing_path(exc: Exception) -> bool:

@@ -63,6 +63,20 @@ def run_stage(spark, cfg: Mapping, stage: str, ds: dt.date, run_id: str) -> dict
         return stage_function(stage)(spark, cfg, ds, run_id, rec)
 
 
+def preflight(stage: str, cfg: Mapping, ds: dt.date) -> None:
+    """What a stage can check before Spark starts: clean, that its local input paths exist; the
+    encoding stages, that the encoder's model is there. Each raises the error (exit code 2) the
+    stage would raise after Spark started."""
+    if stage == "clean":
+        from jobs.common.raw_io import check_local_inputs
+
+        check_local_inputs(cfg, ds)
+    elif stage in ("encode_items", "encode_users"):
+        from jobs.common.encoding import model_ref
+
+        model_ref(cfg)
+
+
 def _active_session():
     """The active SparkSession, or None (without importing Spark when nothing has)."""
     if "pyspark" not in sys.modules:
@@ -102,6 +116,7 @@ def stage_main(stage: str, argv: list[str] | None = None) -> int:
         from jobs.common.session import get_spark
 
         cfg = config_from_args(args)
+        preflight(stage, cfg, args.date)
         spark = get_spark(cfg, app_name=f"recjobs-{stage}")
         run_id = args.run_id or cfg["run"]["id"] or new_run_id(args.date)
         from jobs.common.lock import run_lock
