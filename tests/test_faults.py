@@ -1,11 +1,11 @@
-"""Faults an operator or an attacker brings: kills and resumes, concurrent runs, bad input, SQL that
-writes or reads outside the lake, markup in the data. One test per probe of the reliability and
-security review; each failed on the release before it."""
+"""Faults an operator or an attacker brings: concurrent runs, bad input, SQL that writes or reads
+outside the lake, markup in the data (kills and resumes: tests/test_nightly.py, on a copy of the
+shop night's lake). One test per probe of the reliability and security review; each failed on the
+release before it."""
 import datetime as dt
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -22,7 +22,6 @@ from jobs.common.config import load_config, with_values
 from jobs.common.errors import InputError, RunLocked
 from jobs.common.lock import RunLock
 from jobs.common.runner import run_stage
-from jobs.nightly import run_nightly
 from jobs.sample_data import FaultRates, SampleSpec
 from jobs.validate import run as validate
 from schemas.registry import table
@@ -30,7 +29,7 @@ from schemas.registry import table
 ROOT = Path(__file__).resolve().parents[1]
 DS = dt.date(2026, 6, 30)
 SMALL = dict(users=30, items=30, days=3, seed=8)
-# Nights about the run's reliability, cut to what they test: no evaluation, and no sequence model
+# Lakes about the run's reliability, cut to what they test: no evaluation, and no sequence model
 # (its stage still runs and records that it is off; tests/test_seqrec*.py and the shape nights train it)
 QUICK = {"topics": {"k": 3, "max_iter": 10}, "eval": {"protocols": []}, "dq": {"validate_raw": False},
          "seqrec": {"enabled": False}}
@@ -102,7 +101,7 @@ def test_sql_is_read_only_and_stays_inside_the_lake(spark, lake_cfg, tmp_path, c
     assert "T" in capsys.readouterr().out
 
 
-# ------------------------------------------------------------- 2. resume after a killed --force
+# ----------------------------------------- 2. resume after a killed --force: tests/test_nightly.py
 def _small_lake(make_lake, name, tiny_model_dir, **extra):
     made = make_lake(name, SampleSpec(**SMALL), {"encoder": {"model": tiny_model_dir}, **QUICK, **extra})
     conf = made.root / "conf.yaml"
@@ -112,39 +111,6 @@ def _small_lake(make_lake, name, tiny_model_dir, **extra):
 
 def _nightly_cmd(conf, *extra):
     return [sys.executable, "-m", "jobs.cli", "nightly", "--date", DS.isoformat(), "--conf", str(conf), *extra]
-
-
-@pytest.fixture(scope="module")
-def small_night(spark, make_lake, tiny_model_dir):
-    """A small lake after one complete nightly of DS (shared by the tests that start from one)."""
-    made, conf = _small_lake(make_lake, "small-night", tiny_model_dir)
-    first = run_nightly(spark, made.cfg, DS, report=False, echo=lambda *a, **k: None)
-    assert first["exit_code"] == 0, first["error"]
-    return made, conf, first
-
-
-def test_a_resume_after_a_killed_force_run_resumes_that_run(spark, small_night):
-    made, conf, first = small_night
-    # --force in a process of its own, killed (with its JVM) when encode_items starts
-    proc = subprocess.Popen(_nightly_cmd(conf, "--force"), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            text=True, start_new_session=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    for line in proc.stdout:
-        if "encode_items" in line and "..." in line:
-            os.killpg(proc.pid, signal.SIGKILL)
-            break
-    proc.wait(timeout=120)
-    assert proc.returncode == -signal.SIGKILL
-    runs = delta_io.read_table(spark, made.cfg, "runs").where(F.col("ds") == DS)
-    forced = runs.orderBy(F.col("finished_at").desc()).first()["run_id"]
-    assert forced != first["plan"].run_id
-    # a plain run resumes the killed run, not the older complete one
-    again = run_nightly(spark, made.cfg, DS, report=False, echo=lambda *a, **k: None)
-    assert again["exit_code"] == 0, again["error"]
-    assert again["plan"].run_id == forced and again["plan"].stages[0] == "encode_items"
-    published = delta_io.read_table(spark, made.cfg, "recommendations").where(F.col("ds") == DS)
-    assert {r["run_id"] for r in published.select("run_id").distinct().collect()} == {forced}
-    clean = delta_io.read_table(spark, made.cfg, "events_clean")
-    assert {r["run_id"] for r in clean.select("run_id").distinct().collect()} == {forced}
 
 
 # ---------------------------------------------------------------------- 3. an empty events folder
@@ -200,15 +166,7 @@ def test_json_ids_must_be_strings_or_integers(spark, lake_cfg, tmp_path):
     assert summary["events"]["by_reason"] == {"invalid_id_type": 5} and summary["events"]["identity_holds"]
 
 
-# -------------------------------------------------------------------- 6. the gate, date by date
-def test_publishing_a_date_is_not_held_back_by_another_dates_staging(spark, small_night):
-    made, _, _ = small_night
-    for stage in ("rank_topn", "validate"):
-        run_stage(spark, made.cfg, stage, DS, "run-again")
-    other = DS - dt.timedelta(days=1)
-    run_stage(spark, made.cfg, "rank_topn", other, "run-other")        # a commit for another date
-    summary = run_stage(spark, made.cfg, "publish", DS, "run-again")
-    assert summary["rows"] > 0
+# ----------------------------------------------- 6. the gate, date by date: tests/test_nightly.py
 
 
 # -------------------------------------------------------------------- 7. markup in the Data Docs

@@ -1,6 +1,10 @@
-"""The nightly driver end to end on a small sample: DQ gate, resume, run report, deploy files."""
+"""The nightly driver end to end on a small sample: DQ gate, resumes (after a failed gate, after a
+killed run), run report, deploy files."""
+import datetime as dt
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import zipfile
@@ -10,6 +14,7 @@ import pytest
 from delta.tables import DeltaTable
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
+import yaml
 
 from jobs.common import delta_io
 from jobs.common.config import load_config
@@ -28,6 +33,65 @@ DS = SampleSpec().end_date          # the shop night of tests/conftest.py
 def night(shape_night):
     shop = shape_night("shop")
     return shop.cfg, shop.lake.root, shop.lake.truth, shop.out
+
+
+# A forced night of the shop night's date on a copy of its lake, cut to what it tests: no
+# evaluation, no sequence model (its stage still runs and records that it is off), the fixed blend.
+FORCED = {"eval": {"protocols": []}, "dq": {"validate_raw": False}, "seqrec": {"enabled": False},
+         "rank": {"model": "fixed"}}
+
+
+@pytest.fixture(scope="module")
+def killed_then_resumed(spark, shape_night, tmp_path_factory):
+    """A copy of the shop night's lake; a ``--force`` run of its date in a process of its own,
+    killed (with its JVM) when encode_items starts; then a plain run in this process. Returns the
+    copy's configuration, the shop night's run id, the killed process's return code and the plain
+    run's outcome."""
+    shop = shape_night("shop")
+    root = tmp_path_factory.mktemp("killed")
+    shutil.copytree(shop.cfg["lake"]["root"], root / "lake", ignore=shutil.ignore_patterns("_holdout", "_dq"))
+    values = dict(shop.lake.values)
+    own = {"lake": {"root": str(root / "lake")}, "dq": {"docs_dir": str(root / "dq")},
+           "report": {"dir": str(root / "reports")}}
+    for section in {*FORCED, *own}:
+        values[section] = {**values.get(section, {}), **FORCED.get(section, {}), **own.get(section, {})}
+    conf = root / "conf.yaml"
+    conf.write_text(yaml.safe_dump(values))
+    proc = subprocess.Popen([sys.executable, "-m", "jobs.cli", "nightly", "--date", DS.isoformat(), "--conf", str(conf),
+                             "--force"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            start_new_session=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    for line in proc.stdout:
+        if "encode_items" in line and "..." in line:
+            os.killpg(proc.pid, signal.SIGKILL)
+            break
+    proc.wait(timeout=120)
+    cfg = load_config(values=values)
+    forced = _runs(spark, cfg).orderBy(F.col("finished_at").desc()).first()
+    again = run_nightly(spark, cfg, DS, report=False, echo=lambda *a, **k: None)
+    return cfg, shop.out["plan"].run_id, proc.returncode, forced["run_id"], again
+
+
+def test_a_resume_after_a_killed_force_run_resumes_that_run(spark, killed_then_resumed):
+    cfg, older, code, forced, again = killed_then_resumed
+    assert code == -signal.SIGKILL
+    assert forced != older
+    # a plain run resumes the killed run, not the older complete one
+    assert again["exit_code"] == 0, again["error"]
+    assert again["plan"].run_id == forced and again["plan"].stages[0] == "encode_items"
+    published = delta_io.read_table(spark, cfg, "recommendations").where(F.col("ds") == DS)
+    assert {r["run_id"] for r in published.select("run_id").distinct().collect()} == {forced}
+    clean = delta_io.read_table(spark, cfg, "events_clean")
+    assert {r["run_id"] for r in clean.select("run_id").distinct().collect()} == {forced}
+
+
+def test_publishing_a_date_is_not_held_back_by_another_dates_staging(spark, killed_then_resumed):
+    cfg = killed_then_resumed[0]
+    for stage in ("rank_topn", "validate"):
+        run_stage(spark, cfg, stage, DS, "run-again")
+    other = DS - dt.timedelta(days=1)
+    run_stage(spark, cfg, "rank_topn", other, "run-other")        # a commit for another date
+    summary = run_stage(spark, cfg, "publish", DS, "run-again")
+    assert summary["rows"] > 0
 
 
 def _runs(spark, cfg):
