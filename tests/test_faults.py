@@ -101,7 +101,11 @@ def test_sql_is_read_only_and_stays_inside_the_lake(spark, lake_cfg, tmp_path, c
     assert "T" in capsys.readouterr().out
 
 
-# ----------------------------------------- 2. resume after a killed --force: tests/test_nightly.py
+# 2. resume after a killed --force, and 6. the gate, date by date: tests/test_nightly.py (on a copy
+# of the shop night's lake)
+
+
+# A small lake with its configuration file, and the nightly command over it (8. concurrent runs)
 def _small_lake(make_lake, name, tiny_model_dir, **extra):
     made = make_lake(name, SampleSpec(**SMALL), {"encoder": {"model": tiny_model_dir}, **QUICK, **extra})
     conf = made.root / "conf.yaml"
@@ -164,9 +168,6 @@ def test_json_ids_must_be_strings_or_integers(spark, lake_cfg, tmp_path):
     kept = {r["event_id"]: (r["user_id"], r["item_id"]) for r in delta_io.read_table(spark, cfg, "events_clean").collect()}
     assert kept == {"e1": ("u1", "i1"), "2": ("42", "7")}          # integers become their decimal strings
     assert summary["events"]["by_reason"] == {"invalid_id_type": 5} and summary["events"]["identity_holds"]
-
-
-# ----------------------------------------------- 6. the gate, date by date: tests/test_nightly.py
 
 
 # -------------------------------------------------------------------- 7. markup in the Data Docs

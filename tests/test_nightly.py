@@ -11,10 +11,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import yaml
 from delta.tables import DeltaTable
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
-import yaml
 
 from jobs.common import delta_io
 from jobs.common.config import load_config
@@ -24,6 +24,7 @@ from jobs.nightly import main as nightly_main
 from jobs.nightly import plan_stages, run_nightly
 from jobs.sample_data import SampleSpec
 from jobs.stages import STAGES
+from tests.conftest import deep_merge
 
 ROOT = Path(__file__).resolve().parents[1]
 DS = SampleSpec().end_date          # the shop night of tests/conftest.py
@@ -50,11 +51,9 @@ def killed_then_resumed(spark, shape_night, tmp_path_factory):
     shop = shape_night("shop")
     root = tmp_path_factory.mktemp("killed")
     shutil.copytree(shop.cfg["lake"]["root"], root / "lake", ignore=shutil.ignore_patterns("_holdout", "_dq"))
-    values = dict(shop.lake.values)
-    own = {"lake": {"root": str(root / "lake")}, "dq": {"docs_dir": str(root / "dq")},
-           "report": {"dir": str(root / "reports")}}
-    for section in {*FORCED, *own}:
-        values[section] = {**values.get(section, {}), **FORCED.get(section, {}), **own.get(section, {})}
+    values = deep_merge(shop.lake.values, deep_merge(FORCED, {
+        "lake": {"root": str(root / "lake")}, "dq": {"docs_dir": str(root / "dq")},
+        "report": {"dir": str(root / "reports")}}))
     conf = root / "conf.yaml"
     conf.write_text(yaml.safe_dump(values))
     proc = subprocess.Popen([sys.executable, "-m", "jobs.cli", "nightly", "--date", DS.isoformat(), "--conf", str(conf),
