@@ -126,13 +126,11 @@ def build_features(spark: SparkSession, cfg: Mapping, hcfg: Mapping, train: Data
     # the profiles come from the training events alone: no sequence of an earlier hold-out is
     # carried forward (the window covers the whole training history instead, see holdout_cfg)
     delta_io.overwrite(spark.createDataFrame([], t.USER_SEQUENCES), hcfg, "user_sequences")
-    if copy_from is None and not hcfg["topics"]["use_reviews"] and "fit_topics" in stages:
-        # item texts do not depend on events: the lake's own LDA fit of a date up to fds serves
-        # (fit_topics reuses it within its cadence instead of fitting the same model again)
-        _copy_models(spark, cfg, hcfg, delta_io.read_table(spark, cfg, "topic_models")
-                     .where(F.col(c.DS) <= F.lit(fds)).orderBy(F.col(c.DS).desc()).limit(1))
-    if copy_from is not None and "fit_topics" in stages:
-        _copy_models(spark, copy_from, hcfg, delta_io.read_table(spark, copy_from, "topic_models"))
+    if "fit_topics" in stages and (copy_from is not None or not hcfg["topics"]["use_reviews"]):
+        # a variant reuses the LDA fit of the lake it varies; otherwise item texts do not depend on
+        # events and the lake's own fit of a date up to fds serves (fit_topics reuses it within its
+        # cadence instead of fitting the same model again)
+        _copy_models(spark, copy_from if copy_from is not None else cfg, hcfg, fds)
     for stage in stages:
         stage_function(stage)(spark, hcfg, fds, run_id, StageRecord())
     if key is not None:
@@ -140,12 +138,15 @@ def build_features(spark: SparkSession, cfg: Mapping, hcfg: Mapping, train: Data
     return True
 
 
-def _copy_models(spark: SparkSession, source: Mapping, target: Mapping, rows: DataFrame) -> None:
-    """``topic_models`` rows of the ``source`` lake into the ``target`` lake (none leaves its own as
-    they are) with the model folders they name (their paths are lake-relative)."""
-    fits = rows.collect()                                                   # a row a fit
+def _copy_models(spark: SparkSession, source: Mapping, target: Mapping, fds: dt.date) -> None:
+    """The ``topic_models`` row of the ``source`` lake that fit_topics reuses for ``fds`` (the newest
+    fitted for a date up to it) into the ``target`` lake, with the model folder it names (its path
+    is lake-relative); none leaves the target's as it is."""
+    newest = (delta_io.read_table(spark, source, "topic_models").where(F.col(c.DS) <= F.lit(fds))
+              .orderBy(F.col(c.DS).desc()).limit(1))
+    fits = newest.collect()                                                   # one row or none
     if fits:
-        delta_io.overwrite(spark.createDataFrame(fits, rows.schema), target, "topic_models")
+        delta_io.overwrite(spark.createDataFrame(fits, newest.schema), target, "topic_models")
     for row in fits:
         delta_io.copy_tree(spark, delta_io.in_lake(source, row["path"]), delta_io.in_lake(target, row["path"]))
 
