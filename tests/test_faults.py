@@ -314,27 +314,30 @@ def test_epoch_numbers_are_told_apart_by_magnitude(spark, lake_cfg, tmp_path):
 
 
 # ------------------------------------------------------------------------ 13. a moved lake's models
-def test_a_copied_lake_loads_its_own_topic_model(spark, make_lake, tmp_path):
-    made = make_lake("moved", SampleSpec(**SMALL, faults=FaultRates.none()), QUICK)
-    for stage in ("clean", "build_sequences", "fit_topics"):
-        run_stage(spark, made.cfg, stage, DS, "run-1")
-    stored = delta_io.read_table(spark, made.cfg, "topic_models").first()["path"]
+@pytest.fixture(scope="module")
+def lda_lakes(spark, make_lake):
+    """Two lakes cleaned and fitted (LDA) from the same sample."""
+    spec = SampleSpec(**SMALL, faults=FaultRates.none())
+    lakes = [make_lake(f"lda{i}", spec, QUICK) for i in range(2)]
+    for made in lakes:
+        for stage in ("clean", "build_sequences", "fit_topics"):
+            run_stage(spark, made.cfg, stage, DS, "run-1")
+    return lakes
+
+
+def test_a_copied_lake_loads_its_own_topic_model(spark, lda_lakes, tmp_path):
+    stored = delta_io.read_table(spark, lda_lakes[0].cfg, "topic_models").first()["path"]
     assert stored == f"_models/lda/{DS.isoformat()}"                  # relative to the lake root
-    copy = tmp_path / "copy"
-    shutil.copytree(made.cfg["lake"]["root"], copy)
-    shutil.rmtree(Path(made.cfg["lake"]["root"]) / "_models")         # the original's model is gone
-    moved = with_values(made.cfg, {"lake.root": str(copy)})
+    original, copy = tmp_path / "original", tmp_path / "copy"
+    shutil.copytree(lda_lakes[0].cfg["lake"]["root"], original)
+    shutil.copytree(original, copy)
+    shutil.rmtree(original / "_models")                               # the original's model is gone
+    moved = with_values(lda_lakes[0].cfg, {"lake.root": str(copy)})
     summary = run_stage(spark, moved, "fit_topics", DS + dt.timedelta(days=1), "run-2")
     assert summary["refit"] is False and summary["model_path"].startswith(str(copy))
 
 
-def test_two_lakes_with_the_same_input_fit_the_same_topics(spark, make_lake):
-    spec = SampleSpec(**SMALL, faults=FaultRates.none())
-    lakes = [make_lake(f"lda{i}", spec, QUICK) for i in range(2)]
-    topics = []
-    for made in lakes:
-        for stage in ("clean", "build_sequences", "fit_topics"):
-            run_stage(spark, made.cfg, stage, DS, "run-1")
-        topics.append({r["item_id"]: r["distribution"] for r in
-                       delta_io.read_table(spark, made.cfg, "item_topics").collect()})
+def test_two_lakes_with_the_same_input_fit_the_same_topics(spark, lda_lakes):
+    topics = [{r["item_id"]: r["distribution"] for r in delta_io.read_table(spark, made.cfg, "item_topics").collect()}
+              for made in lda_lakes]
     assert topics[0] == topics[1] and len(topics[0]) > 10
