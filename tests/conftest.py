@@ -1,6 +1,7 @@
 """One SparkSession for the whole test run: local[2], few partitions, UTC, Delta on."""
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import tempfile
@@ -133,6 +134,25 @@ def spark():
     yield session
     session.stop()
     shutil.rmtree(warehouse, ignore_errors=True)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def released_after_each_module():
+    """After each module, drop what the test JVM still holds of it: cached frames and Delta's cache
+    of table logs and snapshots. A pytest worker's JVM lives for the whole suite; after test_rank.py
+    alone it held about 780 MB of such data (long arrays) that this frees, and one worker's 4 GB heap
+    ran out late in a run (a 21-million-character review in tests/test_faults.py). Frames a later
+    test uses again are read afresh."""
+    yield
+    from pyspark.sql import SparkSession
+
+    session = SparkSession._instantiatedSession      # a module that started no Spark leaves none
+    if session is not None:
+        from jobs.common.delta_io import release_logs
+
+        session.catalog.clearCache()
+        release_logs(session)
+        gc.collect()                                  # Python's handles to JVM objects go first
 
 
 @pytest.fixture
