@@ -326,14 +326,18 @@ def lda_lakes(spark, make_lake):
 
 
 def test_a_copied_lake_loads_its_own_topic_model(spark, lda_lakes, tmp_path):
-    stored = delta_io.read_table(spark, lda_lakes[0].cfg, "topic_models").first()["path"]
+    made = lda_lakes[0]
+    stored = delta_io.read_table(spark, made.cfg, "topic_models").first()["path"]
     assert stored == f"_models/lda/{DS.isoformat()}"                  # relative to the lake root
-    original, copy = tmp_path / "original", tmp_path / "copy"
-    shutil.copytree(lda_lakes[0].cfg["lake"]["root"], original)
+    original, copy = Path(made.cfg["lake"]["root"]), tmp_path / "copy"
     shutil.copytree(original, copy)
-    shutil.rmtree(original / "_models")                               # the original's model is gone
-    moved = with_values(lda_lakes[0].cfg, {"lake.root": str(copy)})
-    summary = run_stage(spark, moved, "fit_topics", DS + dt.timedelta(days=1), "run-2")
+    # the original's model is gone while the copy fits (put back after: the lake is shared)
+    shutil.move(original / "_models", tmp_path / "models-aside")
+    try:
+        moved = with_values(made.cfg, {"lake.root": str(copy)})
+        summary = run_stage(spark, moved, "fit_topics", DS + dt.timedelta(days=1), "run-2")
+    finally:
+        shutil.move(tmp_path / "models-aside", original / "_models")
     assert summary["refit"] is False and summary["model_path"].startswith(str(copy))
 
 
