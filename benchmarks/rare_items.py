@@ -1,6 +1,6 @@
 """Where the sequence model ranks held-out items with little history, with and without its text input.
 
-    .venv/bin/python benchmarks/rare_items.py --out DIR [--shapes ratings reviews]
+    .venv/bin/python benchmarks/rare_items.py --out DIR [--shapes ratings reviews] [--set KEY=VALUE ...]
 
 Reads the lakes that ``benchmarks/shapes.py --out DIR`` left: under leave-last-out, the
 evaluation trains the sequence model on the split's training events twice, with the
@@ -12,7 +12,8 @@ out (``rank.exclude_types``, negative reviews). Recall@10 on these items is 0 fo
 the samples (no list of 10 reaches them), so the rank says what the text input does for them:
 per shape, the events, the median rank, MRR, Recall at 10, 50 and 100, and on how many events
 the text model ranks the item higher, lower or equal; then the same over every held-out event.
-Users or items without a model vector rank last.
+Users or items without a model vector rank last. ``--set``: the settings ``benchmarks/shapes.py``
+was given.
 """
 from __future__ import annotations
 
@@ -130,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, help="the folder benchmarks/shapes.py wrote (one sub-folder per shape)")
     parser.add_argument("--shapes", nargs="+", default=["ratings", "reviews"], choices=list(SIZES))
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="the --set benchmarks/shapes.py was given (repeatable)")
     args = parser.parse_args(argv)
 
     import datetime as dt
@@ -148,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"{out}: no benchmark lake with its hold-outs here; run "
                              f"benchmarks/shapes.py --out {args.out} --shapes {shape} first")
         ds = dt.date.fromisoformat(json.loads(truth.read_text())["end_date"])
-        lines += report(spark, shape, bench_cfg(out, out / "sample" / "recjobs.yaml", [PROTOCOL]), ds)
+        lines += report(spark, shape, bench_cfg(out, out / "sample" / "recjobs.yaml", [PROTOCOL], args.overrides), ds)
     print("\n".join(lines))
     return 0
 

@@ -1,6 +1,7 @@
 """The learned blend against the fixed weights and the baselines, on every sample shape.
 
     .venv/bin/python benchmarks/shapes.py --out DIR [--shapes shop ratings reviews] [--users N ...] [--items M ...]
+        [--set KEY=VALUE ...]
 
 For each shape: a sample (``--users``/``--items`` per shape, the shape's default days), the
 nightly with the local configuration and the shape's suggested settings (what
@@ -15,7 +16,8 @@ co-occurrence, ALS). Prints Recall@10 / NDCG@10 per shape and protocol (and on h
 five training events), the blend's NDCG@10 minus each model's with its paired bootstrap interval,
 the weights the night learned next to the fixed ones, the seconds each night and its slowest
 stages took, and where the sequence model ranks the held-out items with and without its text
-input (``benchmarks/rare_items.py``).
+input (``benchmarks/rare_items.py``). ``--set`` changes a setting of every night (the same
+syntax as ``recjobs --set``), e.g. ``--set seqrec.id_dropout=0.5``.
 """
 from __future__ import annotations
 
@@ -35,9 +37,10 @@ RARE = ("seqrec", "seqrec_no_text", "blend", "ease")
 SIZES = {"shop": (400, 300), "ratings": (600, 1000), "reviews": (1500, 800)}
 
 
-def bench_cfg(out: Path, sample_conf, protocols: list[str]):
+def bench_cfg(out: Path, sample_conf, protocols: list[str], overrides: list[str] | None = None):
     """The configuration of one shape's benchmark night in ``out``: the local one, the sample's
-    suggested settings, the lake and reports in ``out``, every model of the table evaluated."""
+    suggested settings, the lake and reports in ``out``, every model of the table evaluated, then
+    ``overrides`` (``KEY=VALUE``)."""
     from conf import CONF_DIR
     from jobs.common.config import load_config
 
@@ -46,16 +49,18 @@ def bench_cfg(out: Path, sample_conf, protocols: list[str]):
         # the default configuration's sequence window (conf/local.yaml shortens it for the demo)
         "seqrec.max_len=50",
         f"eval.protocols=[{','.join(protocols)}]", "eval.ablations=[no_sequence,no_neighbours]",
-        "eval.baselines=[popularity,cooccurrence,als,ease,seqrec,seqrec_no_text]", "eval.ks=[10]"])
+        "eval.baselines=[popularity,cooccurrence,als,ease,seqrec,seqrec_no_text]", "eval.ks=[10]",
+        *(overrides or [])])
 
 
-def night(spark, out: Path, shape: str, users: int, items: int, seed: int, protocols: list[str]) -> dict:
+def night(spark, out: Path, shape: str, users: int, items: int, seed: int, protocols: list[str],
+          overrides: list[str] | None = None) -> dict:
     from jobs.nightly import run_nightly
     from jobs.sample_data import DEFAULT_DAYS, SampleSpec, generate
 
     spec = SampleSpec(shape=shape, users=users, items=items, days=DEFAULT_DAYS[shape], seed=seed)
     truth = generate(out / "sample", spec)
-    cfg = bench_cfg(out, truth["conf"], protocols)
+    cfg = bench_cfg(out, truth["conf"], protocols, overrides)
     t0 = time.monotonic()
     result = run_nightly(spark, cfg, spec.end_date, force=True, echo=lambda *a, **k: None)
     if result["exit_code"]:
@@ -128,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--items", type=int, nargs="*", help="items per shape (in --shapes order)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--protocols", nargs="+", default=["leave_last_out"], choices=["leave_last_out", "next_day"])
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="a setting for every night, as recjobs --set (repeatable)")
     args = parser.parse_args(argv)
 
     from conf import CONF_DIR
@@ -140,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         users = args.users[i] if args.users else SIZES[shape][0]
         items = args.items[i] if args.items else SIZES[shape][1]
         print(f"{shape}: {users} users, {items} items ...", flush=True)
-        runs[shape] = night(spark, Path(args.out) / shape, shape, users, items, args.seed, args.protocols)
+        runs[shape] = night(spark, Path(args.out) / shape, shape, users, items, args.seed, args.protocols,
+                            args.overrides)
         print(f"{shape}: nightly in {runs[shape]['seconds']:.0f} s", flush=True)
     print("\nRecall@10 / NDCG@10")
     print("| shape | protocol (users) | " + " | ".join(MODELS) + " |")

@@ -77,3 +77,13 @@ def test_parse_override_never_crashes_unexpectedly(text):
     except ConfigError:
         return
     assert isinstance(out, dict) and len(out) == 1
+
+
+def test_the_sequence_models_id_dropout_reaches_its_architecture_within_its_range():
+    from jobs.common.settings import SeqRecSettings
+
+    assert SeqRecSettings.from_config(load_config()).architecture["id_dropout"] == 0.0
+    s = SeqRecSettings.from_config(load_config(overrides=["seqrec.id_dropout=0.5"]))
+    assert s.architecture["id_dropout"] == 0.5
+    with pytest.raises(ConfigError, match=r"seqrec\.id_dropout"):
+        SeqRecSettings.from_config(load_config(overrides=["seqrec.id_dropout=0.95"]))

@@ -48,6 +48,9 @@ class SeqRecConfig:
         id_embeddings: Item input includes a learned ID embedding.
         id_buckets: Rows of the ID table; 0: one row per item, otherwise items are hashed into
             this many rows (catalogues above ``seqrec.id_hash_above``).
+        id_dropout: In training (with text and ID embeddings), the chance that an item's ID vector
+            is left out of one use of it, input or output: the item is then its text alone, as an
+            item without history is when served, so the model learns to rank by the text too.
     """
 
     n_items: int
@@ -60,12 +63,15 @@ class SeqRecConfig:
     use_text: bool = True
     id_embeddings: bool = True
     id_buckets: int = 0
+    id_dropout: float = 0.0
 
     def __post_init__(self) -> None:
         if not (self.use_text or self.id_embeddings):
             raise ValueError("seqrec: use_text and id_embeddings cannot both be off (items would have no input)")
         if self.dim % self.heads:
             raise ValueError(f"seqrec.dim ({self.dim}) must be a multiple of seqrec.heads ({self.heads})")
+        if not 0.0 <= self.id_dropout < 1.0:
+            raise ValueError(f"seqrec.id_dropout ({self.id_dropout}) must be in [0, 1)")
 
 
 def id_rows(item_ids: Sequence[str], buckets: int) -> np.ndarray:
@@ -172,7 +178,14 @@ def _module_class():
             if self.config.use_text:
                 rep = rep + self.proj(self.lm[index])
             if self.config.id_embeddings:
-                rep = rep + self.ids(self.id_index[index])
+                rows = self.id_index[index]
+                ids = self.ids(rows)
+                p = self.config.id_dropout if self.config.use_text else 0.0
+                if self.training and p > 0:
+                    # one draw per ID row and call: that use of the item is its text alone
+                    kept = torch.rand(self.ids.num_embeddings, device=ids.device) >= p
+                    ids = ids * kept[rows].unsqueeze(-1).to(ids.dtype)
+                rep = rep + ids
             return rep * (index != PAD).unsqueeze(-1).to(rep.dtype)
 
         def forward(self, seqs, return_attention: bool = False):

@@ -169,6 +169,7 @@ class SeqRecSettings(Settings):
     dropout: float = setting("seqrec.dropout", number_in(0.0, 0.9))
     use_text: bool = setting("seqrec.use_text")
     id_embeddings: bool = setting("seqrec.id_embeddings")
+    id_dropout: float = setting("seqrec.id_dropout", number_in(0.0, 0.9))
     id_hash_above: int = setting("seqrec.id_hash_above", int_at_least(1))
     id_hash_buckets: int = setting("seqrec.id_hash_buckets", int_at_least(1))
     epochs: int = setting("seqrec.epochs", int_at_least(1))
@@ -205,7 +206,8 @@ class SeqRecSettings(Settings):
     def architecture(self) -> dict:
         """The :class:`udfs.seqrec.SeqRecConfig` fields set from conf."""
         return {"dim": self.dim, "heads": self.heads, "layers": self.layers, "max_len": self.max_len,
-                "dropout": self.dropout, "use_text": self.use_text, "id_embeddings": self.id_embeddings}
+                "dropout": self.dropout, "use_text": self.use_text, "id_embeddings": self.id_embeddings,
+                "id_dropout": self.id_dropout}
 
     def training(self, warm: bool) -> dict:
         """The :class:`udfs.seqrec.TrainSettings` fields (a warm start runs ``warm_epochs``)."""
