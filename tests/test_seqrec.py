@@ -232,8 +232,9 @@ def test_text_gives_an_item_without_history_a_place_the_ids_alone_cannot():
 
 
 def test_id_dropout_leaves_an_item_its_text_alone_in_training_only():
-    """In training each use of an item is, with chance id_dropout, its text projection alone;
-    in evaluation (serving) always the text plus the ID vector."""
+    """In training each pass over the item table (a batch's inputs or its output matrix) makes an
+    item, with chance id_dropout, its text projection alone; in evaluation (serving) always the
+    text plus the ID vector."""
     model = _model(id_dropout=0.5)
     with torch.no_grad():
         model.ids.weight.normal_()

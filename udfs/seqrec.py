@@ -49,8 +49,9 @@ class SeqRecConfig:
         id_buckets: Rows of the ID table; 0: one row per item, otherwise items are hashed into
             this many rows (catalogues above ``seqrec.id_hash_above``).
         id_dropout: In training (with text and ID embeddings), the chance that an item's ID vector
-            is left out of one use of it, input or output: the item is then its text alone, as an
-            item without history is when served, so the model learns to rank by the text too.
+            is left out of one batch's inputs, or of one batch's output matrix (one draw per ID
+            row for each): the item is then its text alone there, as an item without history is
+            when served, so the model learns to rank by the text too.
     """
 
     n_items: int
