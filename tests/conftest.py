@@ -4,6 +4,7 @@ from __future__ import annotations
 import gc
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,20 @@ import pytest
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from jobs.common.config import Config, load_config, nested  # noqa: E402
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def cli_args(*args) -> list[str]:
+    """``python -m jobs.cli ARGS`` with this interpreter: the command line of a CLI run in a
+    process of its own (with :func:`cli_env`)."""
+    return [sys.executable, "-m", "jobs.cli", *map(str, args)]
+
+
+def cli_env() -> dict:
+    """This process's environment with the checkout on PYTHONPATH, so that a child process
+    imports ``jobs`` from it whatever its working directory."""
+    return {**os.environ, "PYTHONPATH": str(PROJECT)}
 
 
 # A test-scale sequence model (one block, 32 wide, the newest 20 items): samples of tens of users
@@ -68,11 +83,11 @@ except ImportError:          # without pytest-xdist the suite runs in one proces
 # The groups of tests that take longest (a night each, or several), longest first; every other
 # group follows in collection order. ``pytest -n 2`` hands groups to whichever worker is free in
 # this order, so the long ones start early and the short ones fill in at the end: in-suite seconds
-# at the time of writing, the shop night with the resumes run on copies of its lake about 900,
-# the imported nightly 520, rank 450, ratings night 410, reviews night 350, faults 230, the series
-# night 150, CLI 95 (the rest: about 330 together). Sorted by test count instead, the imported
-# nightly came last and one worker ran it alone.
-LONGEST_FIRST = ("night-shop", "test_importers.py", "test_rank.py", "night-ratings", "night-reviews",
+# of the latest full run, the shop night with the resumes run on copies of its lake 930, the
+# imported nightly 500, rank 460, the reviews night 390, the ratings night 320, faults 175, the
+# series night 145, CLI 90 (the rest: about 330 together). Sorted by test count instead, the
+# imported nightly came last and one worker ran it alone.
+LONGEST_FIRST = ("night-shop", "test_importers.py", "test_rank.py", "night-reviews", "night-ratings",
                  "test_faults.py", "test_seqrec_night.py", "test_cli.py")
 
 

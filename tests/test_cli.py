@@ -7,11 +7,11 @@ import pytest
 
 from jobs.common.errors import EnvironmentProblem
 from jobs.common.session import check_java, java_version
+from tests.conftest import cli_args, cli_env
 
 
 def _recjobs(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "jobs.cli", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=300, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    return subprocess.run(cli_args(*args), capture_output=True, text=True, cwd=cwd, timeout=300, env=cli_env())
 
 
 def test_help_lists_subcommands():

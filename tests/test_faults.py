@@ -4,10 +4,8 @@ shop night's lake). One test per probe of the reliability and security review; e
 release before it."""
 import datetime as dt
 import json
-import os
 import shutil
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -25,8 +23,8 @@ from jobs.common.runner import run_stage
 from jobs.sample_data import FaultRates, SampleSpec
 from jobs.validate import run as validate
 from schemas.registry import table
+from tests.conftest import cli_args, cli_env
 
-ROOT = Path(__file__).resolve().parents[1]
 DS = dt.date(2026, 6, 30)
 SMALL = dict(users=30, items=30, days=3, seed=8)
 # Lakes about the run's reliability, cut to what they test: no evaluation, and no sequence model
@@ -111,10 +109,6 @@ def _small_lake(make_lake, name, tiny_model_dir, **extra):
     conf = made.root / "conf.yaml"
     conf.write_text(yaml.safe_dump(made.values))
     return made, conf
-
-
-def _nightly_cmd(conf, *extra):
-    return [sys.executable, "-m", "jobs.cli", "nightly", "--date", DS.isoformat(), "--conf", str(conf), *extra]
 
 
 # ---------------------------------------------------------------------- 3. an empty events folder
@@ -223,8 +217,8 @@ def test_one_date_has_one_run_at_a_time(spark, lake_cfg, make_lake, tiny_model_d
     # a nightly of the same date in another process waits for its turn: exit 4, one line, no traceback
     made, conf = _small_lake(make_lake, "locked", tiny_model_dir)
     holder = RunLock(spark, made.cfg, DS, "run-holder", 120).acquire()
-    out = subprocess.run(_nightly_cmd(conf), capture_output=True, text=True, timeout=600,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    out = subprocess.run(cli_args("nightly", "--date", DS, "--conf", conf), capture_output=True, text=True,
+                         timeout=600, env=cli_env())
     assert out.returncode == 4, out.stderr[-2000:]
     assert "run-holder" in out.stderr and "try again later" in out.stderr and "Traceback" not in out.stderr
     holder.release()

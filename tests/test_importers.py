@@ -13,6 +13,7 @@ from jobs.common.config import load_config
 from jobs.common.errors import InputError
 from jobs.common.runner import run_stage
 from jobs.importers import import_amazon, import_movielens
+from tests.conftest import cli_args, cli_env
 
 
 def _parse(line):
@@ -127,13 +128,13 @@ def test_imported_movielens_goes_through_clean(spark, tmp_path):
 
 def test_import_cli(tmp_path):
     _ml100k(tmp_path / "ml-100k")
-    out = subprocess.run([sys.executable, "-m", "jobs.cli", "import", "movielens", str(tmp_path / "ml-100k"),
-                          "--out", str(tmp_path / "out")], capture_output=True, text=True)
+    out = subprocess.run(cli_args("import", "movielens", tmp_path / "ml-100k", "--out", tmp_path / "out"),
+                         capture_output=True, text=True, env=cli_env())
     assert out.returncode == 0, out.stderr
     assert "3 events" not in out.stdout and "4 events and 2 items" in out.stdout
     assert "recjobs nightly --date 1998-04-04" in out.stdout
-    bad = subprocess.run([sys.executable, "-m", "jobs.cli", "import", "movielens", str(tmp_path),
-                          "--out", str(tmp_path / "o2")], capture_output=True, text=True)
+    bad = subprocess.run(cli_args("import", "movielens", tmp_path, "--out", tmp_path / "o2"),
+                         capture_output=True, text=True, env=cli_env())
     assert bad.returncode == 2 and "u.data, ratings.dat or ratings.csv" in bad.stderr
 
 

@@ -24,7 +24,7 @@ from jobs.nightly import main as nightly_main
 from jobs.nightly import plan_stages, run_nightly
 from jobs.sample_data import SampleSpec
 from jobs.stages import STAGES
-from tests.conftest import deep_merge
+from tests.conftest import cli_args, cli_env, deep_merge
 
 ROOT = Path(__file__).resolve().parents[1]
 DS = SampleSpec().end_date          # the shop night of tests/conftest.py
@@ -56,9 +56,8 @@ def killed_then_resumed(spark, shape_night, tmp_path_factory):
         "report": {"dir": str(root / "reports")}}))
     conf = root / "conf.yaml"
     conf.write_text(yaml.safe_dump(values))
-    proc = subprocess.Popen([sys.executable, "-m", "jobs.cli", "nightly", "--date", DS.isoformat(), "--conf", str(conf),
-                             "--force"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                            start_new_session=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.Popen(cli_args("nightly", "--date", DS, "--conf", conf, "--force"), stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, start_new_session=True, env=cli_env())
     for line in proc.stdout:
         if "encode_items" in line and "..." in line:
             os.killpg(proc.pid, signal.SIGKILL)
