@@ -111,3 +111,18 @@ def test_the_runtime_is_checked_and_named_in_the_vectors_revision(tiny_model_dir
         model_ref(load_config(values={"encoder": {"model": tiny_model_dir, "runtime": "onnx"}}))
     assert model_ref(auto).settings.runtime == "torch"                # without it, auto is torch
     assert model_ref(auto).revision == torch_ref.revision
+
+
+def test_torch_int8_on_a_torch_without_dynamic_quantisation_is_a_clear_error(tiny, tiny_model_dir, monkeypatch):
+    """torch has deprecated torch.ao.quantization for removal: where it is gone, the driver's check
+    and a worker's encoder both name the setting and what to set instead, not an ImportError."""
+    import sys
+
+    int8 = load_config(values={"encoder": {"model": tiny_model_dir, "runtime": "torch-int8"}})
+    assert model_ref(int8).settings.runtime == "torch-int8"         # this torch still has it
+    monkeypatch.setitem(sys.modules, "torch.ao.quantization", None)   # a torch that has dropped it
+    with pytest.raises(ConfigError, match=r"encoder.runtime: torch-int8 needs .* set encoder.runtime to onnx"):
+        model_ref(int8)
+    with pytest.raises(ValueError, match=r"torch-int8 needs .*recjobs\[onnx\]'\) or torch"):
+        TextEncoder(EncoderSettings(model=tiny.model, runtime="torch-int8"))
+    assert TextEncoder(EncoderSettings(model=tiny.model, runtime="torch")).encode(TEXTS).shape[0] == len(TEXTS)

@@ -31,6 +31,25 @@ log = logging.getLogger(__name__)
 RUNTIMES = ("auto", "torch", "torch-int8", "onnx")
 ONNX_MISSING = ("encoder.runtime: onnx needs ONNX Runtime: pip install 'recjobs[onnx]' "
                 "(or set encoder.runtime to torch-int8 or torch)")
+INT8_MISSING = ("encoder.runtime: torch-int8 needs torch's dynamic quantisation (torch.ao.quantization), "
+                "which torch {version} does not have (torch deprecated it): set encoder.runtime to onnx "
+                "(pip install 'recjobs[onnx]') or torch")
+
+
+def dynamic_quantisation():
+    """torch's ``(quantize_dynamic, per_channel_dynamic_qconfig)``, the ``torch-int8`` runtime.
+
+    Raises:
+        ValueError: This torch no longer has them (:data:`INT8_MISSING`, naming the setting and
+            what to set instead): torch has deprecated ``torch.ao.quantization`` for removal.
+    """
+    import torch
+
+    try:
+        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+    except ImportError:
+        raise ValueError(INT8_MISSING.format(version=torch.__version__)) from None
+    return quantize_dynamic, per_channel_dynamic_qconfig
 
 
 @dataclass(frozen=True)
@@ -65,8 +84,7 @@ class TextEncoder(LoadedModel):
         self.runtime = resolve_runtime(settings.runtime) if self.device.type == "cpu" else "torch"
         self._session = None
         if self.runtime == "torch-int8":
-            from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-
+            quantize_dynamic, per_channel_dynamic_qconfig = dynamic_quantisation()
             # per output channel weight scales (per-tensor ones lose more: mean cosine 0.935 against 0.979)
             self.model = quantize_dynamic(self.model, {self._torch.nn.Linear: per_channel_dynamic_qconfig})
         elif self.runtime == "onnx":

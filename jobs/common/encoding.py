@@ -12,7 +12,8 @@ from pyspark.sql import functions as F
 
 from jobs.common.errors import ConfigError
 from udfs.models import ModelNotFound, model_info, resolve_model
-from udfs.text_encoder import ONNX_MISSING, RUNTIMES, EncoderSettings, encoder_udf, resolve_runtime
+from udfs.text_encoder import (ONNX_MISSING, RUNTIMES, EncoderSettings, dynamic_quantisation, encoder_udf,
+                                resolve_runtime)
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,11 @@ def model_ref(cfg: Mapping) -> ModelRef:
         raise ConfigError(f"encoder.runtime must be one of {', '.join(RUNTIMES)}, got {settings.runtime!r}")
     if settings.runtime == "onnx" and importlib.util.find_spec("onnxruntime") is None:
         raise ConfigError(ONNX_MISSING)
+    if settings.runtime == "torch-int8":
+        try:
+            dynamic_quantisation()
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     # the workers run what the driver resolved (auto: onnx where ONNX Runtime is installed)
     settings = dataclasses.replace(settings, runtime=resolve_runtime(settings.runtime))
     try:
