@@ -198,17 +198,20 @@ class Lake:
 def make_lake(tmp_path_factory):
     """``make_lake(name, spec, values=None) -> Lake``: generate ``spec`` into a fresh folder and a
     configuration over it: the shape's suggested settings (clean window = the sample's days,
-    exclusions, windows), the lake, DQ docs and reports in the folder, ``values`` on top."""
+    exclusions, windows), the lake, DQ docs and reports in the folder, the suite's Spark settings,
+    ``values`` on top."""
     from jobs.sample_data import generate
 
     def make(name: str, spec, values: dict | None = None) -> Lake:
         root = tmp_path_factory.mktemp(name)
         truth = generate(root / "sample", spec)
         # the shape's own suggested settings (exclusions, windows, bot rules), as a user would run it
+        # and the suite's Spark settings, which a run of its conf.yaml in a process of its own
+        # gets too (a session already running in this process keeps its own)
         base = deep_merge(nested(truth["run_settings"]),
                           {"lake": {"root": str(root / "lake")}, "dq": {"docs_dir": str(root / "dq")},
                            "report": {"dir": str(root / "reports")}, "seqrec": TEST_SEQREC,
-                           "rank": TEST_RANK})
+                           "rank": TEST_RANK, "spark": _test_values(str(root / "wh"))["spark"]})
         merged = deep_merge(base, values or {})
         return Lake(load_config(values=merged), root, truth, merged)
 

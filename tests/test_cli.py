@@ -125,7 +125,10 @@ def test_local_workers_get_this_interpreter_when_no_master_is_configured(spark, 
     recjobs = str(Path(sys.executable).parent / "recjobs")
     out = subprocess.run([recjobs, "run", "encode_items", "--date", "2026-06-30",
                           "--set", f"lake.root={lake_cfg['lake']['root']}", "--set", f"encoder.model={tiny_model_dir}",
-                          "--set", "spark.conf.spark.ui.enabled=false"],
+                          "--set", "spark.conf.spark.ui.enabled=false",
+                          # a local session's sizes (Delta's 50 snapshot partitions are a cluster's)
+                          "--set", "spark.conf.spark.databricks.delta.snapshotPartitions=1",
+                          "--set", "spark.conf.spark.sql.shuffle.partitions=2"],
                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert '"encoded": 5' in out.stdout

@@ -17,7 +17,7 @@ from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from jobs.common import delta_io
-from jobs.common.config import load_config
+from jobs.common.config import load_config, with_values
 from jobs.common.errors import DataQualityError
 from jobs.common.runner import run_stage
 from jobs.nightly import main as nightly_main
@@ -82,14 +82,29 @@ def test_a_resume_after_a_killed_force_run_resumes_that_run(spark, killed_then_r
     assert {r["run_id"] for r in clean.select("run_id").distinct().collect()} == {forced}
 
 
-def test_publishing_a_date_is_not_held_back_by_another_dates_staging(spark, killed_then_resumed):
-    cfg = killed_then_resumed[0]
+def test_publishing_a_date_again_gives_the_same_table_and_one_copy(spark, killed_then_resumed):
+    """rank_topn, validate and publish of a published date again (the fixed blend), with another
+    date's rank_topn committed in between: publishing is not held back by the other date's
+    staging, the table is the same, in one copy, and a reader of the version before the new
+    commit still reads that version."""
+    cfg, forced = killed_then_resumed[0], killed_then_resumed[3]
+    first = _published(spark, cfg).drop("run_id").localCheckpoint()
+    v_before = delta_io.current_version(spark, cfg, "recommendations")
     for stage in ("rank_topn", "validate"):
         run_stage(spark, cfg, stage, DS, "run-again")
     other = DS - dt.timedelta(days=1)
     run_stage(spark, cfg, "rank_topn", other, "run-other")        # a commit for another date
     summary = run_stage(spark, cfg, "publish", DS, "run-again")
-    assert summary["rows"] > 0
+    assert summary["rows"] == first.count() > 0
+    again = _published(spark, cfg)
+    assert {r["run_id"] for r in again.select("run_id").distinct().collect()} == {"run-again"}
+    assertDataFrameEqual(again.drop("run_id"), first, checkRowOrder=False)
+    old = delta_io.read_table(spark, cfg, "recommendations", version=v_before).where(F.col("ds") == DS)
+    assert old.count() == first.count() and old.where(F.col("run_id") != forced).count() == 0
+
+
+def _published(spark, cfg):
+    return delta_io.read_table(spark, cfg, "recommendations").where(F.col("ds") == DS)
 
 
 def _runs(spark, cfg):
@@ -178,9 +193,11 @@ def test_duplicated_rank_blocks_publish_and_resume_runs_only_the_rest(spark, nig
     assert any(f["description"] == "rank unique per user" and f["unexpected"] == 2 for f in failures)
     assert any(f["description"].startswith("components.engagement") and f["unexpected"] == 1 for f in failures)
 
-    # repair the staging table; a plain re-run resumes at validate and runs only what is left
+    # repair the staging table; a plain re-run resumes at validate and runs only what is left (its
+    # evaluate stage without protocols: scoring the night's again is not what this tests, and the
+    # night's metrics stay as they are)
     DeltaTable.forPath(spark, delta_io.table_path(cfg, "recommendations_staging")).delete("run_id = 'planted'")
-    out = run_nightly(spark, cfg, DS, report=False, echo=lambda *a, **k: None)
+    out = run_nightly(spark, with_values(cfg, {"eval.protocols": []}), DS, report=False, echo=lambda *a, **k: None)
     assert out["exit_code"] == 0, out["error"]
     assert out["plan"].stages == ["validate", "publish", "evaluate"]
     assert set(out["plan"].skipped) == set(STAGES) - {"validate", "publish", "evaluate"}

@@ -196,21 +196,6 @@ def test_disliked_is_the_similarity_to_the_nearest_negatively_reviewed_item(spar
     assert near > 0 and far > 0
 
 
-def test_same_date_twice_gives_the_same_table_and_one_copy(spark, lake):
-    cfg, _, _ = lake
-    first = _recs(spark, cfg).drop("run_id").localCheckpoint()
-    v_before = delta_io.history(spark, cfg, "recommendations").agg(F.max("version")).first()[0]
-    for stage in ("rank_topn", "validate", "publish"):
-        run_stage(spark, cfg, stage, DS, "run-2")
-    again = _recs(spark, cfg).drop("run_id")
-    assert again.count() == first.count()
-    assertDataFrameEqual(again, first, checkRowOrder=False)
-    # a reader holding the previous version still reads it after the new commit
-    old = delta_io.read_table(spark, cfg, "recommendations", version=v_before)
-    assert old.where(F.col("ds") == DS).count() == first.count()
-    assert old.where("run_id = 'run-1'").count() == first.count()
-
-
 def _recall_at_10(recs: dict, truth: dict) -> float:
     hits = [len(set(recs.get(u, [])[:10]) & items) / len(items) for u, items in truth.items() if items]
     return float(np.mean(hits))
