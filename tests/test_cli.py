@@ -102,6 +102,35 @@ def test_missing_model_path_exits_2_naming_path_and_key(tmp_path):
     assert "Traceback" not in out.stderr
 
 
+def test_a_session_sizes_shuffles_and_delta_snapshots_from_its_cores_unless_configured():
+    from types import SimpleNamespace
+
+    from jobs.common.session import size_partitions
+
+    class Given(dict):
+        def contains(self, key):
+            return key in self
+
+    class Runtime(dict):
+        def set(self, key, value):
+            self[key] = value
+
+    def sized(cores, given, master="local[*]"):
+        session = SimpleNamespace(conf=Runtime(), sparkContext=SimpleNamespace(
+            getConf=lambda: Given(given), defaultParallelism=cores, master=master))
+        size_partitions(session)
+        return session.conf
+
+    adaptive = {"spark.sql.adaptive.enabled": "true", "spark.sql.adaptive.coalescePartitions.enabled": "true"}
+    assert sized(2, {}) == {"spark.sql.shuffle.partitions": "4", "spark.databricks.delta.snapshotPartitions": "2",
+                            **adaptive}
+    assert sized(400, {})["spark.databricks.delta.snapshotPartitions"] == "50"      # Delta's own, at most
+    assert sized(2, {}, "yarn") == {"spark.sql.shuffle.partitions": "4", **adaptive}   # a cluster: Delta's
+    assert sized(2, {"spark.sql.shuffle.partitions": "7", "spark.databricks.delta.snapshotPartitions": "9",
+                     "spark.sql.adaptive.enabled": "false"}) == {
+        "spark.sql.adaptive.coalescePartitions.enabled": "true"}                      # what is set stays
+
+
 def test_local_workers_get_this_interpreter_when_no_master_is_configured(spark, lake_cfg, tmp_path, tiny_model_dir):
     """No master in the configuration (Spark then runs locally) and a PATH whose first python3 is
     not the project's: the workers must still get the project's interpreter, or encoding fails."""
@@ -125,10 +154,7 @@ def test_local_workers_get_this_interpreter_when_no_master_is_configured(spark, 
     recjobs = str(Path(sys.executable).parent / "recjobs")
     out = subprocess.run([recjobs, "run", "encode_items", "--date", "2026-06-30",
                           "--set", f"lake.root={lake_cfg['lake']['root']}", "--set", f"encoder.model={tiny_model_dir}",
-                          "--set", "spark.conf.spark.ui.enabled=false",
-                          # a local session's sizes (Delta's 50 snapshot partitions are a cluster's)
-                          "--set", "spark.conf.spark.databricks.delta.snapshotPartitions=1",
-                          "--set", "spark.conf.spark.sql.shuffle.partitions=2"],
+                          "--set", "spark.conf.spark.ui.enabled=false"],
                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert '"encoded": 5' in out.stdout
