@@ -76,7 +76,7 @@ def test_a_resume_after_a_killed_force_run_resumes_that_run(spark, killed_then_r
     # a plain run resumes the killed run, not the older complete one
     assert again["exit_code"] == 0, again["error"]
     assert again["plan"].run_id == forced and again["plan"].stages[0] == "encode_items"
-    published = delta_io.read_table(spark, cfg, "recommendations").where(F.col("ds") == DS)
+    published = _published(spark, cfg)
     assert {r["run_id"] for r in published.select("run_id").distinct().collect()} == {forced}
     clean = delta_io.read_table(spark, cfg, "events_clean")
     assert {r["run_id"] for r in clean.select("run_id").distinct().collect()} == {forced}
@@ -142,7 +142,7 @@ def test_nightly_publishes_and_writes_the_report(spark, night):
     assert Path(dq["data_docs"]).is_file()
     assert (Path(cfg["lake"]["root"]) / "_dq" / DS.isoformat() / "recommendations.json").is_file()
     recs = report["recommendations"]
-    n_rows = delta_io.read_table(spark, cfg, "recommendations").where(F.col("ds") == DS).count()
+    n_rows = _published(spark, cfg).count()
     assert recs["table"] == "recommendations" and recs["rows"] == n_rows > 0
     assert sum(recs["score_histogram"]["counts"]) == n_rows
     assert sum(n for _, n in recs["per_category"]) == n_rows
@@ -171,7 +171,7 @@ def test_second_nightly_skips_every_succeeded_stage(spark, night):
 
 def test_duplicated_rank_blocks_publish_and_resume_runs_only_the_rest(spark, night):
     cfg, root, _, _ = night
-    published = delta_io.read_table(spark, cfg, "recommendations").where(F.col("ds") == DS).localCheckpoint()
+    published = _published(spark, cfg).localCheckpoint()
     version = delta_io.current_version(spark, cfg, "recommendations")
     staged = delta_io.read_table(spark, cfg, "recommendations_staging").where(F.col("ds") == DS)
     first = staged.orderBy("user_id", "rank").limit(1)
@@ -184,7 +184,7 @@ def test_duplicated_rank_blocks_publish_and_resume_runs_only_the_rest(spark, nig
     code = nightly_main(["--date", DS.isoformat(), "--conf", str(root / "conf.yaml"), "--from-stage", "validate"])
     assert code == 3
     assert delta_io.current_version(spark, cfg, "recommendations") == version
-    assertDataFrameEqual(delta_io.read_table(spark, cfg, "recommendations").where(F.col("ds") == DS), published)
+    assertDataFrameEqual(_published(spark, cfg), published)
     with pytest.raises(DataQualityError):
         run_stage(spark, cfg, "publish", DS, "manual")     # publish alone refuses too
     report = json.loads((root / "reports" / DS.isoformat() / "report.json").read_text())
@@ -274,7 +274,7 @@ def test_the_readme_reading_example_runs_as_printed(spark, night, tmp_path):
     code = _readme_block("From a service, without Spark or a JVM")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
-    recs = delta_io.read_table(spark, cfg, "recommendations").where(F.col("ds") == DS)
+    recs = _published(spark, cfg)
     mine = [r["item_id"] for r in recs.where(F.col("user_id") == "u00042").collect()]
     default = [r["item_id"] for r in recs.where(F.col("user_id") == "__default__").collect()]
     shown = mine or default
