@@ -87,7 +87,7 @@ def test_publishing_a_date_again_gives_the_same_table_and_one_copy(spark, killed
     date's rank_topn committed in between: publishing is not held back by the other date's
     staging, the table is the same, in one copy, and a reader of the version before the new
     commit still reads that version."""
-    cfg, forced = killed_then_resumed[0], killed_then_resumed[3]
+    cfg, _, _, forced, _ = killed_then_resumed
     first = _published(spark, cfg).drop("run_id").localCheckpoint()
     v_before = delta_io.current_version(spark, cfg, "recommendations")
     for stage in ("rank_topn", "validate"):
@@ -99,12 +99,13 @@ def test_publishing_a_date_again_gives_the_same_table_and_one_copy(spark, killed
     again = _published(spark, cfg)
     assert {r["run_id"] for r in again.select("run_id").distinct().collect()} == {"run-again"}
     assertDataFrameEqual(again.drop("run_id"), first, checkRowOrder=False)
-    old = delta_io.read_table(spark, cfg, "recommendations", version=v_before).where(F.col("ds") == DS)
+    old = _published(spark, cfg, version=v_before)
     assert old.count() == first.count() and old.where(F.col("run_id") != forced).count() == 0
 
 
-def _published(spark, cfg):
-    return delta_io.read_table(spark, cfg, "recommendations").where(F.col("ds") == DS)
+def _published(spark, cfg, version=None):
+    """The date's published lists (at ``version`` of the table when given)."""
+    return delta_io.read_table(spark, cfg, "recommendations", version=version).where(F.col("ds") == DS)
 
 
 def _runs(spark, cfg):
