@@ -97,6 +97,8 @@ def test_seen_items_leave_the_softmax_but_the_target_stays():
     seen = sq.seen_mask(inputs, 6)
     assert seen[0, 1].nonzero().flatten().tolist() == [0, 3]
     assert seen[0, 3].nonzero().flatten().tolist() == [0, 3, 5]
+    keep = torch.tensor([[False, True, False, True]])          # the rows of the positions trained on
+    assert torch.equal(sq.seen_mask(inputs, 6, keep), seen[keep])
     ex = sq.make_examples([[1, 2, 3, 1, 4]], 4, validation=False)
     assert ex.targets.tolist() == [[2, 3, 1, 4]]
     model = _model().train()

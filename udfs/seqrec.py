@@ -327,14 +327,24 @@ def trimmed(weight: np.ndarray) -> int:
     return int(used[0]) if len(used) else weight.shape[1] - 1
 
 
-def seen_mask(inputs, n_items: int):
-    """``(batch, len, n_items + 1)`` bool: whether the item was among ``inputs[..t]`` (padding excluded)."""
+def seen_mask(inputs, n_items: int, keep=None):
+    """Whether each item was among ``inputs[.., :t + 1]`` (padding counts as seen): ``(batch, len,
+    n_items + 1)`` bool, or ``(m, n_items + 1)`` for the positions of the bool ``keep`` ``(batch,
+    len)``, in ``tensor[keep]`` order. From each item's first position in the row, one comparison
+    per position and item (a running maximum over the positions costs several times as much)."""
     torch = _torch()
     b, n = inputs.shape
-    hot = torch.zeros(b, n, n_items + 1, dtype=torch.uint8, device=inputs.device)
-    hot.scatter_(2, inputs.unsqueeze(-1), 1)
-    seen = torch.cummax(hot, dim=1).values.bool()
-    seen[:, :, PAD] = True
+    # positions in the narrowest type that holds them (less to gather); CUDA's atomic minimum is native for int32
+    small = torch.int16 if n < 2 ** 15 and inputs.device.type == "cpu" else torch.int32
+    at = torch.arange(n, dtype=small, device=inputs.device)
+    first = torch.full((b, n_items + 1), n, dtype=small, device=inputs.device)
+    first.scatter_reduce_(1, inputs, at.expand(b, n), reduce="amin")
+    if keep is None:
+        seen = first.unsqueeze(1) <= at.view(1, n, 1)
+    else:
+        rows, cols = keep.nonzero(as_tuple=True)
+        seen = first[rows] <= cols.to(small).unsqueeze(1)
+    seen[..., PAD] = True
     return seen
 
 
@@ -349,11 +359,12 @@ def loss_of(model, inputs, targets, weight, settings: TrainSettings, generator=N
     w = weight[keep]
     if n_items <= settings.full_softmax_max_items:
         logits = h @ net.items().T                                     # (m, I + 1)
-        mask = torch.zeros_like(logits, dtype=torch.bool)
-        mask[:, PAD] = True
         if settings.mask_seen:
-            mask |= seen_mask(inputs, n_items)[keep]
+            mask = seen_mask(inputs, n_items, keep)                    # padding included
             mask[torch.arange(len(y), device=y.device), y] = False
+        else:
+            mask = torch.zeros_like(logits, dtype=torch.bool)
+            mask[:, PAD] = True
         logits = logits.masked_fill(mask, float("-inf"))
         ce = torch.nn.functional.cross_entropy(logits, y, reduction="none")
     else:
