@@ -35,9 +35,9 @@ def cli_env() -> dict:
     return {**os.environ, "PYTHONPATH": str(PROJECT)}
 
 
-# A test-scale sequence model (one block, 32 wide, the newest 20 items): samples of tens of users
-# need no more, and every night of the suite trains one in each of its lakes.
-TEST_SEQREC = {"dim": 32, "layers": 1, "max_len": 20}
+# A test-scale sequence model (one block, 32 wide, the newest 20 items, at most 40 epochs): samples
+# of tens of users need no more, and every night of the suite trains one in each of its lakes.
+TEST_SEQREC = {"dim": 32, "layers": 1, "max_len": 20, "epochs": 40}
 # One sweep of the blend's weight search (the default three): every fit of the suite still searches.
 TEST_RANK = {"search_sweeps": 1}
 
