@@ -4,7 +4,7 @@ model was first trained with), side by side in one process, one torch thread.
 
     .venv/bin/python benchmarks/seqrec_step.py [--items 500 3700 10000] [--max-len 50] [--steps 6]
 
-Both masks are checked to be equal on every batch before the timing. A MovieLens-1M-sized
+Before anything is timed, both masks are checked to be equal on a random batch at each catalogue size. A MovieLens-1M-sized
 catalogue is about 3,700 films; with ``seqrec.mask_seen`` (the default) every position of every
 row needs a mask over the whole catalogue, so the mask's cost grows with rows x positions x
 items, as the full softmax does.
