@@ -6,7 +6,8 @@
 
 For each size it generates a sample of the shape (``--users`` users, ``--items`` items, the
 shape's default days), runs the nightly on a fresh lake with ``conf/local.yaml`` and the
-shape's suggested settings (what ``recjobs demo`` runs), and reads every stage's seconds and
+shape's suggested settings (what ``recjobs demo`` runs, less ``conf/demo.yaml``: Spark compiles
+its queries, as on real data), and reads every stage's seconds and
 rows in and out from the ``runs`` table. The *near-empty night* is the same nightly on a sample
 of ``--empty-users`` users (20) with the same catalogue and thresholds low enough
 (``rank.min_labels``, ``seqrec.min_users``) that every stage still does all of its steps (a

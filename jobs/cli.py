@@ -136,12 +136,26 @@ def _cmd_stages(args: argparse.Namespace) -> int:
     return 0
 
 
+def demo_config(out: Path, sample_conf: Path, conf_files=(), overrides=()):
+    """The demo's configuration: the local set-up (``conf/local.yaml``), the demo's own Spark
+    settings for a small sample (``conf/demo.yaml``), the sample's suggested settings, the demo's
+    folders under ``out``, then the user's ``--conf`` files and ``--set`` overrides."""
+    from conf import CONF_DIR
+    from jobs.common.config import load_config
+
+    return load_config([CONF_DIR / "local.yaml", CONF_DIR / "demo.yaml", sample_conf, *conf_files], [
+        f"lake.root={out / 'lake'}",
+        f"dq.docs_dir={out / 'reports' / 'dq'}",
+        f"report.dir={out / 'reports'}",
+        *overrides,
+    ])
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from pyspark.sql import functions as F
 
-    from conf import CONF_DIR
     from jobs.common import delta_io
-    from jobs.common.config import load_config, log_config
+    from jobs.common.config import log_config
     from jobs.common.session import get_spark
     from jobs.nightly import run_nightly
     from jobs.queries import metrics_table, show_recs
@@ -154,13 +168,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     spec = SampleSpec(users=args.users, items=args.items, days=days, seed=args.seed, shape=args.shape)
     print(f"generating a {spec.shape} sample into {sample} ...", flush=True)
     truth = generate(sample, spec)
-    # the local set-up, the shape's own suggested settings, the demo's folders, then the user's
-    cfg = load_config([CONF_DIR / "local.yaml", truth["conf"], *args.conf], [
-        f"lake.root={out / 'lake'}",
-        f"dq.docs_dir={out / 'reports' / 'dq'}",
-        f"report.dir={out / 'reports'}",
-        *args.overrides,
-    ])
+    cfg = demo_config(out, truth["conf"], args.conf, args.overrides)
     setup_logging(cfg["logging"]["level"])
     log_config(cfg)
     ds = spec.end_date

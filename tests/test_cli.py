@@ -159,3 +159,27 @@ def test_local_workers_get_this_interpreter_when_no_master_is_configured(spark, 
     assert out.returncode == 0, out.stderr[-3000:]
     assert '"encoded": 5' in out.stdout
     assert delta_io.read_table(spark, lake_cfg, "item_embeddings").count() == 5
+
+
+def test_the_demo_runs_a_small_sample_without_code_generation_unless_told_otherwise(tmp_path):
+    from jobs.cli import demo_config
+
+    sample_conf = tmp_path / "recjobs.yaml"
+    sample_conf.write_text("clean:\n  window_days: 9\nspark:\n  conf:\n    spark.sql.shuffle.partitions: '3'\n")
+    cfg = demo_config(tmp_path / "out", sample_conf)
+    spark_conf = cfg["spark"]["conf"]
+    assert spark_conf["spark.sql.codegen.wholeStage"] == "false" and spark_conf["spark.sql.codegen.factoryMode"] == "NO_CODEGEN"
+    # the local set-up underneath, the sample's settings and the demo's folders on top
+    assert cfg["spark"]["master"] == "local[*]" and spark_conf["spark.driver.memory"] == "4g"
+    assert cfg["clean"]["window_days"] == 9 and spark_conf["spark.sql.shuffle.partitions"] == "3"
+    assert cfg["lake"]["root"] == str(tmp_path / "out" / "lake")
+    # the user's --set has the last word, as the file's comment says
+    on = demo_config(tmp_path / "out", sample_conf, overrides=["spark.conf.spark.sql.codegen.wholeStage=true",
+                                                               "spark.conf.spark.sql.codegen.factoryMode=FALLBACK"])
+    assert on["spark"]["conf"]["spark.sql.codegen.wholeStage"] == "true"
+    assert on["spark"]["conf"]["spark.sql.codegen.factoryMode"] == "FALLBACK"
+    # nothing else layers it: conf/local.yaml alone keeps Spark's code generation
+    from jobs.common.config import load_config
+    from conf import CONF_DIR
+
+    assert "spark.sql.codegen.wholeStage" not in load_config([CONF_DIR / "local.yaml"])["spark"]["conf"]
