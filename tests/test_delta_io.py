@@ -86,3 +86,26 @@ def test_a_stage_releases_the_logs_it_cached_when_it_ends(spark, lake_cfg, monke
     assert first.equals(delta_log.forTable(spark._jsparkSession, path))
     assert stages.stage_function("read_runs")(spark, lake_cfg) == 0
     assert not first.equals(delta_log.forTable(spark._jsparkSession, path))   # released at the stage's end
+
+
+def test_a_materialized_frame_holds_the_same_rows_on_a_plan_of_one_scan_and_leaves_no_files(spark, lake_cfg):
+    from pathlib import Path
+
+    from pyspark.sql import functions as F
+    from pyspark.testing import assertDataFrameEqual
+
+    users = spark.createDataFrame([(f"u{i}", i % 3) for i in range(30)], "user_id string, g int")
+    items = spark.createDataFrame([(g, f"i{g}{j}", float(j)) for g in range(3) for j in range(4)],
+                                  "g int, item_id string, score double")
+    deep = users.join(items, "g").groupBy("user_id").agg(F.sum("score").alias("total"),
+                                                         F.map_from_entries(F.collect_list(F.struct("item_id", "score")))
+                                                         .alias("scores"))
+    folder = Path(delta_io.lake_root(lake_cfg)) / delta_io.TMP_DIR / "deep"
+    folder.mkdir(parents=True)
+    (folder / "part-left-by-a-killed-run.parquet").write_text("not parquet")     # overwritten, not read
+    with delta_io.materialized(deep, lake_cfg, "deep") as written:
+        assertDataFrameEqual(written, deep, checkRowOrder=False)
+        plan = written._jdf.queryExecution().optimizedPlan().toString()
+        assert "Join" not in plan and "Aggregate" not in plan
+        assert written.where(F.col("total") > 0).count() == 30
+    assert not folder.exists()

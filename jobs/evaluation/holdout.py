@@ -172,7 +172,8 @@ def ranker_features(spark: SparkSession, cfg: Mapping, hcfg: Mapping, train: Dat
                     source: str | None = None, build: bool = True) -> Iterator[DataFrame]:
     """Build a hold-out lake's features (see :func:`build_features`; ``build=False``: the caller
     just did) and yield the ranker's candidate features (of ``users`` when given) without their
-    vector columns (nothing here writes reasons), persisted; the cached frames are released on exit.
+    vector columns (nothing here writes reasons), written once into the hold-out lake and read back
+    (``delta_io.materialized``); the cached frames and the files are released on exit.
     With ``copy_from`` (the no-decay variant of that lake, ``stages`` = ``DECAY_STAGES``) the
     ``DECAY_FREE_TABLES`` are read from ``copy_from``."""
     if build:
@@ -187,11 +188,8 @@ def ranker_features(spark: SparkSession, cfg: Mapping, hcfg: Mapping, train: Dat
     with candidate_features(read, fds, RankSettings.from_config(hcfg), half_life_grid) as data:
         feats = without_vectors(data.features)
         feats = feats if users is None else feats.join(users, c.USER_ID)
-        feats = feats.persist(StorageLevel.MEMORY_AND_DISK)
-        try:
-            yield feats
-        finally:
-            feats.unpersist()
+        with delta_io.materialized(feats, hcfg, "ranker_features") as written:
+            yield written
 
 
 @dataclass
