@@ -295,7 +295,7 @@ def materialized(df: DataFrame, cfg: Mapping, name: str) -> Iterator[DataFrame]:
     rows read back from files, whose plan is one scan.
     """
     spark = df.sparkSession
-    path = f"{lake_root(cfg).rstrip('/')}/{TMP_DIR}/{name}"
+    path = in_lake(cfg, f"{TMP_DIR}/{name}")
     df.write.mode("overwrite").parquet(path)
     out = spark.read.parquet(path).persist(StorageLevel.MEMORY_AND_DISK)
     try:
