@@ -49,15 +49,23 @@ def write_inputs(spark, folder: str, seqs: list[list[int]], items: int, processe
     rng = np.random.default_rng(0)
     vec = rng.normal(size=(items, 384)).astype(np.float32)
     vec /= np.linalg.norm(vec, axis=1, keepdims=True)
+    # each user's events an hour apart, users starting a minute apart; an item's first event is
+    # when the training first counts it among a target's negatives (seqrec.mask_unavailable)
+    times = [[60 * u + 3600 * j for j in range(len(s))] for u, s in enumerate(seqs)]
+    first = np.full(items + 1, np.iinfo(np.int64).max, dtype=np.int64)
+    for s, t in zip(seqs, times):
+        np.minimum.at(first, np.asarray(s), np.asarray(t, dtype=np.int64))
     vocab = pd.DataFrame({"item_id": [f"i{k:06d}" for k in range(items)], "idx": np.arange(1, items + 1, dtype=np.int32),
-                          "embedding": vec.tolist()})
+                          "embedding": vec.tolist(),
+                          "first_seen": pd.Series(first[1:]).where(first[1:] < np.iinfo(np.int64).max).astype("Int64")})
     vpath, epath = f"{folder}/vocabulary", f"{folder}/examples"
-    spark.createDataFrame(vocab, "item_id string, idx int, embedding array<float>").coalesce(1).write.parquet(vpath)
-    keep = [s[-(max_len + 2):] for s in seqs]
-    ex = pd.DataFrame({"user_id": [f"u{u:07d}" for u in range(len(seqs))], "items": keep,
-                       "first_new": np.zeros(len(seqs), dtype=np.int32),
+    (spark.createDataFrame(vocab, "item_id string, idx int, embedding array<float>, first_seen long")
+     .coalesce(1).write.parquet(vpath))
+    keep = -(max_len + 2)
+    ex = pd.DataFrame({"user_id": [f"u{u:07d}" for u in range(len(seqs))], "items": [s[keep:] for s in seqs],
+                       "times": [t[keep:] for t in times], "first_new": np.zeros(len(seqs), dtype=np.int32),
                        "_shard": np.arange(len(seqs), dtype=np.int32) % processes})
-    (spark.createDataFrame(ex, "user_id string, items array<int>, first_new int, _shard int")
+    (spark.createDataFrame(ex, "user_id string, items array<int>, times array<bigint>, first_new int, _shard int")
      .write.partitionBy("_shard").parquet(epath))
     return epath, vpath
 

@@ -1,6 +1,7 @@
 """One training step of the sequence model as the catalogue grows: the product's step against the
 same step with the seen-item mask built by a running maximum over the positions (the mask the
-model was first trained with), side by side in one process, one torch thread.
+model was first trained with), and the product's step with each target's time and the items' first
+appearances (``seqrec.mask_unavailable``, the default), side by side in one process, one torch thread.
 
     .venv/bin/python benchmarks/seqrec_step.py [--items 500 3700 10000] [--max-len 50] [--steps 6]
 
@@ -35,8 +36,9 @@ def running_max_mask(inputs, n_items: int):
     return seen
 
 
-def timed_steps(items: int, max_len: int, steps: int, reference: bool) -> float:
-    """Seconds per optimizer step (the mean of ``steps`` after one warm-up step)."""
+def timed_steps(items: int, max_len: int, steps: int, reference: bool, timed: bool = False) -> float:
+    """Seconds per optimizer step (the mean of ``steps`` after one warm-up step); ``timed``: with
+    each target's time and the items' first appearances (``seqrec.mask_unavailable``)."""
     import torch
 
     rng = np.random.default_rng(0)
@@ -45,7 +47,8 @@ def timed_steps(items: int, max_len: int, steps: int, reference: bool) -> float:
     torch.manual_seed(0)
     model = sq.build_model(sq.SeqRecConfig(n_items=items, lm_dim=384, max_len=max_len), lm).train()
     seqs = [list(rng.integers(1, items + 1, size=int(rng.integers(max_len, 4 * max_len)))) for _ in range(400)]
-    ex = sq.make_examples(seqs, max_len, history=4 * max_len)
+    ex = sq.make_examples(seqs, max_len, history=4 * max_len, times=[list(range(1, len(s) + 1)) for s in seqs])
+    available = torch.as_tensor(rng.integers(0, 4 * max_len, size=items + 1))
     settings = sq.TrainSettings(batch_size=128, mask_seen=True)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     original = sq.seen_mask
@@ -56,9 +59,9 @@ def timed_steps(items: int, max_len: int, steps: int, reference: bool) -> float:
         took = []
         for step in range(steps + 1):
             idx = rng.choice(len(ex.targets), 128, replace=False)
-            x, y, w = (torch.as_tensor(a[idx]) for a in (ex.inputs, ex.targets, ex.weight))
+            x, y, w, t = (torch.as_tensor(a[idx]) for a in (ex.inputs, ex.targets, ex.weight, ex.target_times))
             t0 = time.perf_counter()
-            loss = sq.loss_of(model, x, y, w, settings)
+            loss = sq.loss_of(model, x, y, w, settings, None, *((t, available) if timed else (None, None)))
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -85,12 +88,14 @@ def main() -> None:
         if not torch.equal(sq.seen_mask(x, n_items, keep), running_max_mask(x, n_items)[keep]):
             raise SystemExit(f"the masks differ at {n_items} items")
     print(f"one training step, batch 128 x {args.max_len} positions, default architecture, 1 thread")
-    print("| items | running-max mask (s / step) | product (s / step) | speed-up |")
-    print("| --- | --- | --- | --- |")
+    print("| items | running-max mask (s / step) | product without first appearances (s / step) | speed-up "
+          "| product (s / step, with mask_unavailable) |")
+    print("| --- | --- | --- | --- | --- |")
     for n_items in args.items:
         before = timed_steps(n_items, args.max_len, args.steps, reference=True)
         after = timed_steps(n_items, args.max_len, args.steps, reference=False)
-        print(f"| {n_items:,} | {before:.3f} | {after:.3f} | {before / after:.2f}x |", flush=True)
+        product = timed_steps(n_items, args.max_len, args.steps, reference=False, timed=True)
+        print(f"| {n_items:,} | {before:.3f} | {after:.3f} | {before / after:.2f}x | {product:.3f} |", flush=True)
 
 
 if __name__ == "__main__":

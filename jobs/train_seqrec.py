@@ -5,9 +5,11 @@
 
 Reads ``events_clean`` (the ``sequences.lookback_days`` days ending with ds), ``items_clean``,
 ``item_embeddings`` and ``user_sequences`` (who is active on ds). Each user's items, oldest first,
-with repeats of the same item in a row collapsed, become the training examples, written as Parquet
-in one folder per training process (``<lake>/_models/seqrec/<ds>/examples/_shard=<rank>``), next to
-the vocabulary (every item with a language-model vector, ``idx`` 1..n by item id).
+with repeats of the same item in a row collapsed, become the training examples (with their event
+times), written as Parquet in one folder per training process
+(``<lake>/_models/seqrec/<ds>/examples/_shard=<rank>``), next to the vocabulary (every item with a
+language-model vector, ``idx`` 1..n by item id, and its first event in the window: no training
+target counts an item among its negatives before it first appeared, ``seqrec.mask_unavailable``).
 ``pyspark.ml.torch.distributor.TorchDistributor`` trains the model (``udfs/seqrec.py``) in
 ``seqrec.num_processes`` processes (DDP; the driver's processes in local mode, Spark tasks
 otherwise; GPUs when there are). The checkpoint goes to ``<lake>/_models/seqrec/<ds>/`` and its row
@@ -53,10 +55,10 @@ def vocabulary(items: DataFrame, item_vectors: DataFrame) -> DataFrame:
 
 
 def item_sequences(events: DataFrame, vocab: DataFrame, keep: int, new_after: dt.date | None) -> DataFrame:
-    """``(user_id, items, item_ids, types, first_new)``: each user's newest ``keep`` items, oldest
-    first, as vocabulary indices (items without a vector are left out), repeats of one item in a row
-    collapsed to the newest; ``first_new`` is the index of the first item after ``new_after`` (0 when
-    None: every item is new)."""
+    """``(user_id, items, item_ids, types, times, first_new)``: each user's newest ``keep`` items,
+    oldest first, as vocabulary indices (items without a vector are left out), repeats of one item
+    in a row collapsed to the newest; ``times`` their event times (epoch seconds); ``first_new`` is
+    the index of the first item after ``new_after`` (0 when None: every item is new)."""
     order = Window.partitionBy(c.USER_ID).orderBy(c.EVENT_TS, c.EVENT_ID)
     ev = (events.join(vocab.select(c.ITEM_ID, "idx"), c.ITEM_ID)
           .withColumn("_next", F.lead("idx").over(order))
@@ -72,7 +74,17 @@ def item_sequences(events: DataFrame, vocab: DataFrame, keep: int, new_after: dt
                             F.size("_s")).cast("int"))
     return grouped.select(c.USER_ID, F.transform("_s", lambda e: e["idx"]).alias("items"),
                           F.transform("_s", lambda e: e[c.ITEM_ID]).alias("item_ids"),
-                          F.transform("_s", lambda e: e[c.EVENT_TYPE]).alias("types"), first_new.alias("first_new"))
+                          F.transform("_s", lambda e: e[c.EVENT_TYPE]).alias("types"),
+                          F.transform("_s", lambda e: e[c.EVENT_TS].cast("long")).alias("times"),
+                          first_new.alias("first_new"))
+
+
+def first_seen(events: DataFrame, vocab: DataFrame) -> DataFrame:
+    """``(item_id, idx, embedding, first_seen)``: the vocabulary with each item's first event in
+    ``events`` (epoch seconds; null for an item without one), the time from which the training
+    counts it among the items a user could have chosen (``seqrec.mask_unavailable``)."""
+    first = events.groupBy(c.ITEM_ID).agg(F.min(c.EVENT_TS).cast("long").alias("first_seen"))
+    return vocab.select(c.ITEM_ID, "idx", "embedding").join(first, c.ITEM_ID, "left")
 
 
 def newest_model(spark: SparkSession, cfg: Mapping, ds: dt.date):
@@ -171,15 +183,15 @@ def _run(spark, cfg, ds, run_id, rec, s: SeqRecSettings, vocab: DataFrame, on_ds
         processes = max(1, min(s.num_processes, n_users // s.min_users_per_process))
         examples = f"{folder}/examples"
         (trainable.withColumn("_shard", F.pmod(F.xxhash64(c.USER_ID), F.lit(processes)).cast("int"))
-         .select(c.USER_ID, "items", "first_new", "_shard")
+         .select(c.USER_ID, "items", "times", "first_new", "_shard")
          .write.mode("overwrite").partitionBy("_shard").parquet(examples))
         shards = {r["_shard"] for r in spark.read.parquet(examples).select("_shard").distinct().collect()}  # <= processes rows
         if len(shards) < processes:         # a process without examples would stall the others
             processes = 1
-            trainable.select(c.USER_ID, "items", "first_new").withColumn("_shard", F.lit(0)) \
+            trainable.select(c.USER_ID, "items", "times", "first_new").withColumn("_shard", F.lit(0)) \
                 .write.mode("overwrite").partitionBy("_shard").parquet(examples)
         vocab_path = f"{folder}/vocabulary"
-        vocab.select(c.ITEM_ID, "idx", "embedding").coalesce(1).write.mode("overwrite").parquet(vocab_path)
+        first_seen(events, vocab).coalesce(1).write.mode("overwrite").parquet(vocab_path)
         gpu = use_gpu(spark, s)
         spec = {"examples": examples, "vocabulary": vocab_path, "out": folder, "config": s.architecture,
                 "train": s.training(warm), "warm_from": delta_io.in_lake(cfg, base["path"]) if warm else None,

@@ -131,6 +131,43 @@ def test_a_long_history_trains_in_windows_of_max_len_up_to_the_history():
     assert warm.targets.tolist() == [[8, 9, 10], [5, 6, 7]] and warm.weight.tolist() == [[1, 1, 1], [0, 0, 1]]
 
 
+def test_each_target_keeps_its_time_through_the_windows():
+    seq = list(range(1, 12))
+    times = [100 * i for i in seq]
+    ex = sq.make_examples([seq], 3, history=8, times=[times])
+    assert ex.target_times.tolist() == [[800, 900, 1000], [500, 600, 700], [0, 300, 400]]
+    assert sq.make_examples([seq], 3).target_times is None
+    with pytest.raises(ValueError, match="11 items but 10 times"):
+        sq.make_examples([seq], 3, times=[times[:-1]])
+
+
+@pytest.mark.parametrize("full_softmax_max_items", [10_000, 5])     # full cross-entropy, sampled softmax
+def test_an_item_is_no_negative_before_it_first_appeared(full_softmax_max_items):
+    """Item 30 first appears after every target of the batch: it leaves their softmax, so nothing
+    pushes its ID vector (zero at the start, the text places it); item 29, there from the start,
+    is pushed as every negative is."""
+    seqs = [s for s in _planted(60) if 29 not in s and 30 not in s]
+    ex = sq.make_examples(seqs, 8, validation=False, times=[[10 * (j + 1) for j in range(len(s))] for s in seqs])
+    available = np.zeros(N_ITEMS + 1, dtype=np.int64)
+    available[30] = 10**6
+    settings = sq.TrainSettings(mask_seen=True, negatives=N_ITEMS * 4, full_softmax_max_items=full_softmax_max_items)
+    args = [torch.tensor(a) for a in (ex.inputs, ex.targets, ex.weight)]
+    grads = {}
+    for masked in (True, False):
+        model = _model(id_embeddings=True).train()
+        when = (torch.tensor(ex.target_times), torch.tensor(available)) if masked else (None, None)
+        torch.manual_seed(0)
+        sq.loss_of(model, *args, settings, torch.Generator().manual_seed(1), *when).backward()
+        grads[masked] = model.ids.weight.grad
+    assert grads[True][30].abs().max() == 0 and grads[False][30].abs().max() > 0
+    assert grads[True][29].abs().max() > 0
+    # training with the items' first appearances moves item 30's ID vector not at all
+    model = _model(id_embeddings=True).train()
+    sq.train(model, ex, sq.TrainSettings(epochs=2, batch_size=32, mask_unavailable=True,
+                                         full_softmax_max_items=full_softmax_max_items), available=available)
+    assert model.ids.weight[30].abs().max() == 0 and model.ids.weight[29].abs().max() > 0
+
+
 def test_a_saved_model_loads_and_scores_identically(tmp_path):
     model = _model()
     ids = [f"i{k}" for k in range(N_ITEMS)]

@@ -1,6 +1,8 @@
 """The sequence model trained by its stage on the ratings shape's planted series, under leave-last-out."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from deltalake import DeltaTable
@@ -77,3 +79,22 @@ def test_the_stage_records_the_model_it_trained(spark, series):
     assert row["mode"] == "full" and row["processes"] == 2 and row["device"] == "cpu"
     assert 1 <= row["best_epoch"] <= row["epochs"] and row["validation_users"] > 100
     assert row["parameters"] > 50_000 and row["training_positions"] > 1000
+    assert json.loads(row["details"])["training"]["mask_unavailable"] is True
+
+
+def test_the_vocabulary_holds_each_items_first_event_in_the_training_window(spark, series):
+    """What the training masks unavailable items by: each item's first event among the hold-out's
+    training events (epoch seconds), null for an item without one."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    hold = series.root / "lake" / "_holdout" / "series"
+    path = DeltaTable(str(hold / "sequence_models")).to_pandas().iloc[0]["path"]
+    vocab = pq.read_table(str(hold / path / "vocabulary")).to_pandas().set_index("item_id")
+    events = DeltaTable(str(hold / "events_clean")).to_pandas()
+    first = events.groupby("item_id")["event_ts"].min()
+    seen = vocab["first_seen"].dropna()
+    assert len(seen) == len(first.index.intersection(vocab.index)) > 100
+    expected = (pd.to_datetime(first.loc[seen.index], utc=True) - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
+    assert (seen.astype("int64") == expected).all()
+    assert vocab.loc[~vocab.index.isin(first.index), "first_seen"].isna().all()

@@ -244,13 +244,17 @@ class Examples:
     from ``inputs[..t]``; a user's training targets come in windows of ``max_len`` (the newest
     first), one row each; ``weight`` is 1 where a target counts (0 on padding and, in a warm start,
     on targets older than the new days). ``val_inputs``/``val_targets``: each user's last item,
-    held out, with everything before it as input (users with at least 3 items)."""
+    held out, with everything before it as input (users with at least 3 items). ``target_times``
+    (when the sequences came with times): ``(windows, max_len)`` int64, each target's time (0 on
+    padding), which :func:`loss_of` compares with the items' first appearances."""
 
     inputs: np.ndarray
     targets: np.ndarray
     weight: np.ndarray
     val_inputs: np.ndarray
     val_targets: np.ndarray
+    target_times: np.ndarray | None = None
+
 
     @property
     def positions(self) -> int:
@@ -264,20 +268,25 @@ def history_of(max_len: int, history: int | None) -> int:
 
 
 def make_examples(seqs: Sequence[Sequence[int]], max_len: int, first_new: Sequence[int] | None = None,
-                  validation: bool = True, history: int | None = None) -> Examples:
+                  validation: bool = True, history: int | None = None,
+                  times: Sequence[Sequence[int]] | None = None) -> Examples:
     """Split each sequence into its training part and (``validation``, 3 items or more) its last item.
 
     The training part's newest ``history`` targets (at least ``max_len``; None: ``max_len``) are
     cut into windows of ``max_len`` from the newest back, each a row whose inputs are the items
     just before its targets: the model reads ``max_len`` items, yet learns from every one of a
     long history instead of only its newest ``max_len``. ``first_new`` (per sequence, an index
-    into it): only targets at or after it count (warm start on the new days only)."""
+    into it): only targets at or after it count (warm start on the new days only). ``times`` (per
+    sequence, one integer time per item, e.g. epoch seconds): kept per target as ``target_times``."""
     history = history_of(max_len, history)
-    tr_in, tr_out, tr_w, va_in, va_out = [], [], [], [], []
+    tr_in, tr_out, tr_w, tr_t, va_in, va_out = [], [], [], [], [], []
     for r, s in enumerate(seqs):
         s = [int(i) for i in s]
         if len(s) < 2:
             continue
+        when = None if times is None else [int(x) for x in times[r]]
+        if when is not None and len(when) != len(s):
+            raise ValueError(f"seqrec: sequence {r} has {len(s)} items but {len(when)} times")
         held = validation and len(s) >= 3
         train = s[:-1] if held else s
         if held:
@@ -290,14 +299,17 @@ def make_examples(seqs: Sequence[Sequence[int]], max_len: int, first_new: Sequen
             start = max(oldest, end - max_len)          # index in s of this window's first target
             tr_in.append(train[start - 1:end - 1]), tr_out.append(train[start:end])
             tr_w.append([1.0 if j >= cut else 0.0 for j in range(start, end)])
+            if when is not None:
+                tr_t.append(when[start:end])
             end = start
     weight = np.zeros((len(tr_w), max_len), dtype=np.float32)
     for r, w in enumerate(tr_w):
         if w:
             weight[r, max_len - len(w):] = w
     keep = weight.sum(axis=1) > 0
+    target_times = None if times is None else left_pad(tr_t, max_len)[keep]
     return Examples(left_pad(tr_in, max_len)[keep], left_pad(tr_out, max_len)[keep], weight[keep],
-                    left_pad(va_in, max_len), np.asarray(va_out, dtype=np.int64))
+                    left_pad(va_in, max_len), np.asarray(va_out, dtype=np.int64), target_times)
 
 
 # ----------------------------------------------------------------------------------- training
@@ -318,6 +330,7 @@ class TrainSettings:
     min_epochs: int = 1
     min_steps_per_epoch: int = 1
     history: int = 0                  # targets per user trained on (make_examples); 0: max_len
+    mask_unavailable: bool = True     # no negative before the item first appeared (with times: loss_of)
 
 
 def trimmed(weight: np.ndarray) -> int:
@@ -348,8 +361,12 @@ def seen_mask(inputs, n_items: int, keep=None):
     return seen
 
 
-def loss_of(model, inputs, targets, weight, settings: TrainSettings, generator=None):
-    """Mean cross-entropy of the weighted positions (full catalogue, or sampled softmax)."""
+def loss_of(model, inputs, targets, weight, settings: TrainSettings, generator=None, times=None, available=None):
+    """Mean cross-entropy of the weighted positions (full catalogue, or sampled softmax).
+
+    ``times`` ``(batch, len)`` (each target's time) and ``available`` ``(n_items + 1,)`` (each
+    item's first appearance, same unit): when both are given, an item that had not appeared yet
+    at a target's time is left out of that target's softmax (it could not have been chosen)."""
     torch = _torch()
     net = model.module if hasattr(model, "module") else model
     n_items = net.config.n_items
@@ -357,21 +374,30 @@ def loss_of(model, inputs, targets, weight, settings: TrainSettings, generator=N
     keep = weight > 0
     h, y = hidden[keep], targets[keep]                                # (m, d), (m,)
     w = weight[keep]
+    at = None if times is None or available is None else times[keep].unsqueeze(1)    # (m, 1)
+    if at is not None and not bool((available > at.min()).any()):
+        at = None                           # every item had appeared by the batch's first target
+    rows = torch.arange(len(y), device=y.device)
     if n_items <= settings.full_softmax_max_items:
         logits = h @ net.items().T                                     # (m, I + 1)
         if settings.mask_seen:
             mask = seen_mask(inputs, n_items, keep)                    # padding included
-            mask[torch.arange(len(y), device=y.device), y] = False
         else:
             mask = torch.zeros_like(logits, dtype=torch.bool)
             mask[:, PAD] = True
+        if at is not None:
+            mask |= available.unsqueeze(0) > at
+        mask[rows, y] = False
         logits = logits.masked_fill(mask, float("-inf"))
         ce = torch.nn.functional.cross_entropy(logits, y, reduction="none")
     else:
         neg = torch.randint(1, n_items + 1, (settings.negatives,), generator=generator).to(y.device)
         pos_logit = (h * net.items(y)).sum(-1, keepdim=True)
         neg_logit = h @ net.items(neg).T
-        neg_logit = neg_logit.masked_fill(neg.unsqueeze(0) == y.unsqueeze(1), float("-inf"))
+        out = neg.unsqueeze(0) == y.unsqueeze(1)
+        if at is not None:
+            out |= available[neg].unsqueeze(0) > at
+        neg_logit = neg_logit.masked_fill(out, float("-inf"))
         logits = torch.cat([pos_logit, neg_logit], dim=1)
         ce = torch.nn.functional.cross_entropy(logits, torch.zeros_like(y), reduction="none")
     return (ce * w).sum() / w.sum().clamp(min=1.0)
@@ -421,8 +447,13 @@ class TrainResult:
 
 
 def train(model, examples: Examples, settings: TrainSettings, reduce: Callable[..., dict] | None = None,
-          rank: int = 0, world: int = 1, log: Callable[[str], None] | None = None) -> TrainResult:
+          rank: int = 0, world: int = 1, log: Callable[[str], None] | None = None,
+          available: np.ndarray | None = None) -> TrainResult:
     """Train ``model`` (possibly a DDP wrapper) on ``examples``; keeps the best epoch's weights.
+
+    ``available`` (per vocabulary index, each item's first appearance in the unit of the
+    examples' ``target_times``): with ``settings.mask_unavailable`` and the examples' times, an
+    item is no target's negative before it first appeared (:func:`loss_of`).
 
     ``reduce(values, op)`` sums (``op="sum"``) or takes the maximum (``"max"``) of a dict of floats
     over processes (DDP: an all-reduce); each process passes its own shard of the examples and runs
@@ -453,6 +484,8 @@ def train(model, examples: Examples, settings: TrainSettings, reduce: Callable[.
     best_state, best, bad = None, -1.0, 0
     t0 = time.monotonic()
     device = net.pos.weight.device
+    timed = settings.mask_unavailable and available is not None and examples.target_times is not None
+    avail = torch.as_tensor(np.asarray(available, dtype=np.int64), device=device) if timed else None
     for epoch in range(1, settings.epochs + 1):
         model.train()
         size = min(settings.batch_size, n)
@@ -464,7 +497,8 @@ def train(model, examples: Examples, settings: TrainSettings, reduce: Callable[.
             x = torch.as_tensor(examples.inputs[idx][:, cols:], device=device)
             y = torch.as_tensor(examples.targets[idx][:, cols:], device=device)
             w = torch.as_tensor(examples.weight[idx][:, cols:], device=device)
-            loss = loss_of(model, x, y, w, settings, gen)
+            tt = torch.as_tensor(examples.target_times[idx][:, cols:], device=device) if timed else None
+            loss = loss_of(model, x, y, w, settings, gen, tt, avail)
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -2,7 +2,7 @@
 
 :func:`train_process` reads its shard of the training examples (Parquet, written by
 ``jobs/train_seqrec.py`` under ``<examples>/_shard=<rank>``) and the item vocabulary with the
-language-model vectors, builds the model (warm-started from an earlier checkpoint when given),
+language-model vectors and first appearances, builds the model (warm-started from an earlier checkpoint when given),
 wraps it in DistributedDataParallel when there is more than one process (gloo on CPUs, NCCL on
 GPUs), trains it (``udfs/seqrec.py``) and, in process 0, saves the checkpoint. Every process
 returns the same summary (its figures are all-reduced). No Spark in here.
@@ -24,10 +24,16 @@ def _read_parquet(path: str, columns: list[str]):
     return ds.dataset(p, filesystem=filesystem, format="parquet").to_table(columns=columns)
 
 
-def read_vocabulary(path: str) -> tuple[list[str], np.ndarray]:
-    """``(item_ids, vectors)`` of the vocabulary table (``item_id``, ``idx`` 1..n, ``embedding``),
-    in index order; ``vectors`` has a zero row 0 for padding."""
-    table = _read_parquet(path, ["item_id", "idx", "embedding"]).sort_by("idx")
+# an item without a first event: never available while training (so never a negative)
+NEVER = np.iinfo(np.int64).max
+
+
+def read_vocabulary(path: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """``(item_ids, vectors, first_seen)`` of the vocabulary table (``item_id``, ``idx`` 1..n,
+    ``embedding``, ``first_seen``), in index order; ``vectors`` has a zero row 0 for padding;
+    ``first_seen`` (per index, 0 for padding) each item's first event in epoch seconds, NEVER
+    for an item without one."""
+    table = _read_parquet(path, ["item_id", "idx", "embedding", "first_seen"]).sort_by("idx")
     ids = table.column("item_id").to_pylist()
     idx = table.column("idx").to_numpy()
     if not np.array_equal(idx, np.arange(1, len(ids) + 1)):
@@ -37,13 +43,16 @@ def read_vocabulary(path: str) -> tuple[list[str], np.ndarray]:
     vectors = np.zeros((len(ids) + 1, dim), dtype=np.float32)
     if len(ids):
         vectors[1:] = np.asarray(emb.flatten().to_numpy(zero_copy_only=False), dtype=np.float32).reshape(len(ids), dim)
-    return ids, vectors
+    first = np.zeros(len(ids) + 1, dtype=np.int64)
+    first[1:] = table.column("first_seen").fill_null(NEVER).to_numpy()
+    return ids, vectors, first
 
 
-def read_shard(path: str, rank: int) -> tuple[list, list]:
-    """``(sequences, first_new)`` of one shard, users in id order (the same order every run)."""
-    table = _read_parquet(f"{path.rstrip('/')}/_shard={rank}", ["user_id", "items", "first_new"]).sort_by("user_id")
-    return table.column("items").to_pylist(), table.column("first_new").to_pylist()
+def read_shard(path: str, rank: int) -> tuple[list, list, list]:
+    """``(sequences, times, first_new)`` of one shard, users in id order (the same order every run)."""
+    table = (_read_parquet(f"{path.rstrip('/')}/_shard={rank}", ["user_id", "items", "times", "first_new"])
+             .sort_by("user_id"))
+    return table.column("items").to_pylist(), table.column("times").to_pylist(), table.column("first_new").to_pylist()
 
 
 def train_process(spec: dict) -> dict:
@@ -70,7 +79,7 @@ def train_process(spec: dict) -> dict:
         settings = sq.TrainSettings(**spec["train"])
         torch.manual_seed(settings.seed)
         np.random.seed(settings.seed)
-        item_ids, vectors = read_vocabulary(spec["vocabulary"])
+        item_ids, vectors, first_seen = read_vocabulary(spec["vocabulary"])
         arch = dict(spec["config"])
         buckets = int(spec["id_hash_buckets"]) if len(item_ids) > int(spec["id_hash_above"]) else 0
         config = sq.SeqRecConfig(n_items=len(item_ids), lm_dim=vectors.shape[1] if arch.get("use_text", True) else 0,
@@ -80,9 +89,10 @@ def train_process(spec: dict) -> dict:
             old, old_items, _ = sq.load(spec["warm_from"])
             model.load_state_dict(sq.warm_state(old.state_dict(), old_items, model, item_ids))
         model = model.to(device)
-        seqs, first_new = read_shard(spec["examples"], rank)
+        seqs, times, first_new = read_shard(spec["examples"], rank)
         examples = sq.make_examples(seqs, config.max_len, first_new if spec.get("warm") else None,
-                                    history=settings.history or None)
+                                    history=settings.history or None,
+                                    times=times if settings.mask_unavailable else None)
 
         def reduce(values: dict, op: str = "sum") -> dict:
             if world == 1:
@@ -97,7 +107,7 @@ def train_process(spec: dict) -> dict:
             from torch.nn.parallel import DistributedDataParallel
 
             net = DistributedDataParallel(model, device_ids=[local_rank] if gpu else None)
-        result = sq.train(net, examples, settings, reduce=reduce, rank=rank, world=world)
+        result = sq.train(net, examples, settings, reduce=reduce, rank=rank, world=world, available=first_seen)
         params = sum(p.numel() for p in model.parameters())
         summary = {"epochs": result.epochs, "best_epoch": result.best_epoch, "val_ndcg": result.val_ndcg,
                    "val_recall": result.val_recall, "history": result.history, "positions": result.positions,

@@ -183,6 +183,7 @@ class SeqRecSettings(Settings):
     negatives: int = setting("seqrec.negatives", int_at_least(1))
     full_softmax_max_items: int = setting("seqrec.full_softmax_max_items", int_at_least(1))
     mask_seen: bool = setting("seqrec.mask_seen")
+    mask_unavailable: bool = setting("seqrec.mask_unavailable")
     seed: int = setting("seqrec.seed", int_at_least(0))
     validation_users: int = setting("seqrec.validation_users", int_at_least(1))
     refit_every_days: int = setting("seqrec.refit_every_days", int_at_least(1))
@@ -215,7 +216,7 @@ class SeqRecSettings(Settings):
                 "min_epochs": min(self.min_epochs, self.warm_epochs) if warm else self.min_epochs,
                 "batch_size": self.batch_size, "min_steps_per_epoch": self.min_steps_per_epoch, "lr": self.lr, "weight_decay": self.weight_decay,
                 "negatives": self.negatives, "full_softmax_max_items": self.full_softmax_max_items,
-                "mask_seen": self.mask_seen, "seed": self.seed, "validation_users": self.validation_users,
+                "mask_seen": self.mask_seen, "mask_unavailable": self.mask_unavailable, "seed": self.seed, "validation_users": self.validation_users,
                 "history": self.history}
 
     @property
