@@ -10,7 +10,9 @@ retrieval of ``udfs/topk.py`` serves it.
 Training (:func:`train`) is next-item prediction at every position with cross-entropy over the
 whole catalogue, or a sampled softmax over ``negatives`` uniform negatives when the catalogue is
 larger than ``full_softmax_max_items``; items the user already had before a position (other than
-its target) are masked out of that position's softmax (``mask_seen``). Validation is each user's
+its target) are masked out of that position's softmax (``mask_seen``), and so are items that had
+not yet appeared at the target's time (``mask_unavailable``, given the targets' times and the
+items' first appearances). Validation is each user's
 last item, ranked against the whole catalogue (NDCG@10, Recall@10); training stops when it has not
 improved for ``patience`` epochs and keeps the best epoch. Everything is seeded: on a CPU the same
 data and seed give the same model.
@@ -254,7 +256,6 @@ class Examples:
     val_inputs: np.ndarray
     val_targets: np.ndarray
     target_times: np.ndarray | None = None
-
 
     @property
     def positions(self) -> int:
