@@ -11,7 +11,10 @@ model ranks the item among the whole catalogue by its score, less what the user'
 out (``rank.exclude_types``, negative reviews). Recall@10 on these items is 0 for both models on
 the samples (no list of 10 reaches them), so the rank says what the text input does for them:
 per shape, the events, the median rank, MRR, Recall at 10, 50 and 100, and on how many events
-the text model ranks the item higher, lower or equal; then the same over every held-out event.
+the text model ranks the item higher, lower or equal; then the same over every held-out event,
+and over every held-out event ranked among the items whose first event in the lake came no later
+than it (leave-last-out ranks every user with the night's models, which know of releases that
+came after some users' held-out events).
 Users or items without a model vector rank last. ``--set``: the settings ``benchmarks/shapes.py``
 was given.
 """
@@ -29,7 +32,10 @@ KS = (10, 50, 100)
 
 
 def held_out(spark, cfg, ds):
-    """(held-out events of the split with the item's training-event count, the date features were built for)."""
+    """(held-out events of the split with the item's training-event count and the event's time,
+    the date features were built for)."""
+    from pyspark.sql import functions as F
+
     from jobs.common import delta_io
     from jobs.common.settings import EvalSettings
     from jobs.evaluation.splits import split, with_training_events
@@ -38,13 +44,16 @@ def held_out(spark, cfg, ds):
     ev = EvalSettings.from_config(cfg)
     train, test, fds = split(delta_io.read_table(spark, cfg, "events_clean"), PROTOCOL, ds, ev.relevant_types,
                              ev.random_ratio, ev.seed)
-    held = with_training_events(test, train).select(c.USER_ID, c.ITEM_ID, "train_events")
+    held = with_training_events(test, train).select(c.USER_ID, c.ITEM_ID, "train_events",
+                                                    F.col(c.EVENT_TS).alias("held_ts"))
     return held, fds, ev.rare_item_events
 
 
 def ranks(spark, cfg, suffix: str, held, fds):
     """``held`` with ``rank``: the held-out item's place in the model's whole-catalogue ranking
-    (1 = first), less the exclusions; null when the user or the item has no vector."""
+    (1 = first), less the exclusions; null when the user or the item has no vector. ``rank_out``:
+    the same among the items whose first event (in the whole lake) came no later than the
+    held-out event, the items that were out when the user chose."""
     from pyspark.sql import functions as F
 
     from jobs.common import delta_io
@@ -62,13 +71,19 @@ def ranks(spark, cfg, suffix: str, held, fds):
     excluded = excluded_pairs(read("events_clean"), read("user_item_sentiment"), fds, rs.exclude_types,
                               rs.negative_threshold)
     dot = F.aggregate(F.zip_with("u", "v", lambda a, b: a * b), F.lit(0.0), lambda acc, x: acc + x)
-    target = (held.join(users, c.USER_ID).join(items, c.ITEM_ID)
-              .select(c.USER_ID, F.col(c.ITEM_ID).alias("target"), "u", dot.alias("t")))
+    first = (delta_io.read_table(spark, cfg, "events_clean").groupBy(c.ITEM_ID)
+             .agg(F.min(c.EVENT_TS).alias("first_ts")))
+    items = items.join(first, c.ITEM_ID, "left")
+    target = (held.join(users, c.USER_ID).join(items.drop("first_ts"), c.ITEM_ID)
+              .select(c.USER_ID, F.col(c.ITEM_ID).alias("target"), "held_ts", "u", dot.alias("t")))
+    out = F.col("first_ts").isNotNull() & (F.col("first_ts") <= F.col("held_ts"))
     above = (target.crossJoin(items).where(F.col(c.ITEM_ID) != F.col("target"))
              .join(excluded, [c.USER_ID, c.ITEM_ID], "left_anti")
-             .where(dot > F.col("t")).groupBy(c.USER_ID, "target").agg(F.count("*").alias("above")))
+             .where(dot > F.col("t")).groupBy(c.USER_ID, "target")
+             .agg(F.count("*").alias("above"), F.sum(out.cast("int")).alias("above_out")))
     placed = (target.join(above, [c.USER_ID, "target"], "left")
-              .select(c.USER_ID, F.col("target").alias(c.ITEM_ID), (F.coalesce("above", F.lit(0)) + 1).alias("rank")))
+              .select(c.USER_ID, F.col("target").alias(c.ITEM_ID), (F.coalesce("above", F.lit(0)) + 1).alias("rank"),
+                      (F.coalesce("above_out", F.lit(0)) + 1).alias("rank_out")))
     return held.join(placed, [c.USER_ID, c.ITEM_ID], "left")
 
 
@@ -98,12 +113,15 @@ def report(spark, shape: str, cfg, ds) -> list[str]:
     catalogue = delta_io.read_table(spark, cfg, "items_clean").count()
     frame = held
     for model, suffix in MODELS.items():
-        frame = frame.join(ranks(spark, cfg, suffix, held, fds).select(c.USER_ID, c.ITEM_ID, F.col("rank").alias(model)),
-                           [c.USER_ID, c.ITEM_ID], "left")
+        frame = frame.join(ranks(spark, cfg, suffix, held, fds).select(
+            c.USER_ID, c.ITEM_ID, F.col("rank").alias(model), F.col("rank_out").alias(f"{model}_out")),
+            [c.USER_ID, c.ITEM_ID], "left")
     frame = frame.persist()
+    out_only = frame.select(c.USER_ID, c.ITEM_ID, *[F.col(f"{m}_out").alias(m) for m in MODELS])
     lines = []
     for label, rows in ((f"fewer than {rare_below} training events", frame.where(F.col("train_events") < rare_below)),
-                        ("every held-out item", frame)):
+                        ("every held-out item", frame),
+                        ("every held-out item, among the items out by then", out_only)):
         s = summary(rows, catalogue)
         if not s["events"]:
             lines.append(f"| {shape} | {label} | 0 | - | - | - |")

@@ -29,14 +29,23 @@ def test_a_held_out_item_is_ranked_among_the_catalogue_less_the_users_exclusions
              [("a", [0.9, 0.0]), ("b", [0.5, 0.1]), ("c", [0.7, 0.0]), ("d", [0.1, 0.9])])
     _vectors(spark, hcfg, "sequence_user_vectors", [("u1", [1.0, 0.0]), ("u2", [0.0, 1.0])])
     # u1 bought c in training: it is left out of u1's ranking (a view would not be)
-    events = spark.createDataFrame(
-        [("e1", "u1", "c", "purchase", dt.datetime(2026, 6, 29, 10), None, None, False, "f", "r", dt.date(2026, 6, 29)),
-         ("e2", "u2", "a", "view", dt.datetime(2026, 6, 29, 10), None, None, False, "f", "r", dt.date(2026, 6, 29))],
-        "event_id string, user_id string, item_id string, event_type string, event_ts timestamp, rating double, "
-        "review_text string, text_truncated boolean, source_file string, run_id string, event_date date")
-    delta_io.overwrite(events, hcfg, "events_clean")
-    held = spark.createDataFrame([("u1", "b", 0), ("u2", "d", 3), ("u3", "a", 1)],
-                                 "user_id string, item_id string, train_events long")
-    got = {(r["user_id"], r["item_id"]): r["rank"] for r in ranks(spark, cfg, "", held, DS).collect()}
-    # u1: only a scores above b once c is excluded; u2: d is first; u3 has no vector
-    assert got == {("u1", "b"): 2, ("u2", "d"): 1, ("u3", "a"): None}
+    schema = ("event_id string, user_id string, item_id string, event_type string, event_ts timestamp, rating double, "
+              "review_text string, text_truncated boolean, source_file string, run_id string, event_date date")
+
+    def event(eid, user, item, kind, ts):
+        return (eid, user, item, kind, ts, None, None, False, "f", "r", ts.date())
+
+    training = [event("e1", "u1", "c", "purchase", dt.datetime(2026, 6, 29, 10)),
+                event("e2", "u2", "a", "view", dt.datetime(2026, 6, 29, 10))]
+    delta_io.overwrite(spark.createDataFrame(training, schema), hcfg, "events_clean")
+    # the whole lake: b first bought at 8:00 on the 30th, d first viewed at 9:00, after u2 chose b
+    held_at = {"u1": dt.datetime(2026, 6, 30, 8), "u2": dt.datetime(2026, 6, 30, 8, 30), "u3": dt.datetime(2026, 6, 30, 9)}
+    later = [event("e3", "u1", "b", "purchase", held_at["u1"]), event("e4", "u2", "b", "view", held_at["u2"]),
+             event("e5", "u5", "d", "view", dt.datetime(2026, 6, 30, 9))]
+    delta_io.overwrite(spark.createDataFrame(training + later, schema), cfg, "events_clean")
+    held = spark.createDataFrame([("u1", "b", 0, held_at["u1"]), ("u2", "b", 0, held_at["u2"]), ("u3", "a", 1, held_at["u3"])],
+                                 "user_id string, item_id string, train_events long, held_ts timestamp")
+    got = {(r["user_id"], r["item_id"]): (r["rank"], r["rank_out"]) for r in ranks(spark, cfg, "", held, DS).collect()}
+    # u1: only a scores above b once c is excluded; u2: d scores above b but was not out when u2
+    # chose b; u3 has no vector
+    assert got == {("u1", "b"): (2, 2), ("u2", "b"): (2, 1), ("u3", "a"): (None, None)}
