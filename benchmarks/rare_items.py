@@ -8,10 +8,11 @@ language-model input (``seqrec``) and with ID embeddings only (``seqrec_no_text`
 hold-out lake of its own. For every held-out event whose item has fewer than
 ``eval.rare_item_events`` training events (the split and the count of ``recjobs eval``), each
 model ranks the item among the whole catalogue by its score, less what the user's lists leave
-out (``rank.exclude_types``, negative reviews). Recall@10 on these items is 0 for both models on
-the samples (no list of 10 reaches them), so the rank says what the text input does for them:
+out (``rank.exclude_types``, negative reviews). Few lists of 10 reach these items on the
+samples, so the rank says more of what the text input does for them than Recall@10 does:
 per shape, the events, the median rank, MRR, Recall at 10, 50 and 100, and on how many events
-the text model ranks the item higher, lower or equal; then the same over every held-out event,
+the text model ranks the item higher, lower or equal (with the two-sided sign test's p-value
+over the events it is not equal on); then the same over every held-out event,
 and over every held-out event ranked among the items whose first event in the lake came no later
 than it (leave-last-out ranks every user with the night's models, which know of releases that
 came after some users' held-out events).
@@ -49,20 +50,26 @@ def held_out(spark, cfg, ds):
     return held, fds, ev.rare_item_events
 
 
-def ranks(spark, cfg, suffix: str, held, fds):
-    """``held`` with ``rank``: the held-out item's place in the model's whole-catalogue ranking
-    (1 = first), less the exclusions; null when the user or the item has no vector. ``rank_out``:
-    the same among the items whose first event (in the whole lake) came no later than the
-    held-out event, the items that were out when the user chose."""
+def model_lakes(cfg) -> dict:
+    """The hold-out lake of each model of MODELS (its configuration), as the evaluation built them."""
+    from jobs.evaluation.holdout import holdout_cfg, holdout_name
+
+    return {model: holdout_cfg(cfg, holdout_name(PROTOCOL, suffix)) for model, suffix in MODELS.items()}
+
+
+def ranks(spark, cfg, hcfg, held, fds):
+    """``held`` with ``rank``: the held-out item's place in the whole-catalogue ranking of the
+    sequence model of the hold-out lake ``hcfg`` (1 = first), less the exclusions of its training
+    events; null when the user or the item has no vector. ``rank_out``: the same among the items
+    whose first event (in ``cfg``'s whole lake) came no later than the held-out event, the items
+    that were out when the user chose."""
     from pyspark.sql import functions as F
 
     from jobs.common import delta_io
     from jobs.common.settings import RankSettings
-    from jobs.evaluation.holdout import holdout_cfg, holdout_name
     from jobs.ranking.exclusions import excluded_pairs
     from schemas import columns as c
 
-    hcfg = holdout_cfg(cfg, holdout_name(PROTOCOL, suffix))
     read = delta_io.reader(spark, hcfg)
     on = F.col(c.DS) == F.lit(fds)
     users = read("sequence_user_vectors").where(on).select(c.USER_ID, F.col("embedding").alias("u"))
@@ -88,7 +95,7 @@ def ranks(spark, cfg, suffix: str, held, fds):
 
 
 def summary(frame, catalogue: int) -> dict:
-    """One row of figures over ``frame`` (user_id, item_id, text, no_text ranks)."""
+    """One row of figures over ``frame`` (user_id, item_id, a rank column per model of MODELS)."""
     from pyspark.sql import functions as F
 
     figures = [F.count("*").alias("events")]
@@ -101,6 +108,51 @@ def summary(frame, catalogue: int) -> dict:
     return frame.agg(*figures).first().asDict()     # one row
 
 
+def sign_test(higher: int, lower: int) -> float:
+    """The two-sided sign test's p-value of ``higher`` wins against ``lower`` losses (ties left out)."""
+    from math import comb
+
+    n = higher + lower
+    if not n:
+        return 1.0
+    tail = sum(comb(n, i) for i in range(min(higher, lower) + 1))
+    return min(1.0, 2 * tail / 2 ** n)
+
+
+def placed(spark, cfg, lakes: dict, held, fds):
+    """``held`` with two columns per model of ``lakes`` (model -> hold-out lake configuration):
+    its ``rank`` under the model's name and its ``rank_out`` as ``<model>_out``."""
+    from pyspark.sql import functions as F
+
+    from schemas import columns as c
+
+    frame = held
+    for model, hcfg in lakes.items():
+        frame = frame.join(ranks(spark, cfg, hcfg, held, fds).select(
+            c.USER_ID, c.ITEM_ID, F.col("rank").alias(model), F.col("rank_out").alias(f"{model}_out")),
+            [c.USER_ID, c.ITEM_ID], "left")
+    return frame
+
+
+def rows(shape: str, selections, catalogue: int) -> list[str]:
+    """A table row (see HEADER) per (label, frame) of ``selections``."""
+    lines = []
+    for label, frame in selections:
+        s = summary(frame, catalogue)
+        if not s["events"]:
+            lines.append(f"| {shape} | {label} | 0 | - | - | - |")
+            continue
+        cells = []
+        for model in MODELS:
+            cells.append(f"{s[f'{model}_median']:.0f} / {s[f'{model}_mrr']:.4f} / "
+                         + " / ".join(f"{s[f'{model}_r{k}']:.3f}" for k in KS))
+        same = s["events"] - s["text_higher"] - s["text_lower"]
+        lines.append(f"| {shape} | {label} | {s['events']:,} | {cells[0]} | {cells[1]} | "
+                     f"{s['text_higher']} / {s['text_lower']} / {same} "
+                     f"(p = {sign_test(s['text_higher'], s['text_lower']):.2g}) |")
+    return lines
+
+
 def report(spark, shape: str, cfg, ds) -> list[str]:
     """The table rows of one shape's lake: its rare held-out items, then every held-out item."""
     from pyspark.sql import functions as F
@@ -111,35 +163,18 @@ def report(spark, shape: str, cfg, ds) -> list[str]:
     held, fds, rare_below = held_out(spark, cfg, ds)
     held = held.persist()
     catalogue = delta_io.read_table(spark, cfg, "items_clean").count()
-    frame = held
-    for model, suffix in MODELS.items():
-        frame = frame.join(ranks(spark, cfg, suffix, held, fds).select(
-            c.USER_ID, c.ITEM_ID, F.col("rank").alias(model), F.col("rank_out").alias(f"{model}_out")),
-            [c.USER_ID, c.ITEM_ID], "left")
-    frame = frame.persist()
+    frame = placed(spark, cfg, model_lakes(cfg), held, fds).persist()
     out_only = frame.select(c.USER_ID, c.ITEM_ID, *[F.col(f"{m}_out").alias(m) for m in MODELS])
-    lines = []
-    for label, rows in ((f"fewer than {rare_below} training events", frame.where(F.col("train_events") < rare_below)),
-                        ("every held-out item", frame),
-                        ("every held-out item, among the items out by then", out_only)):
-        s = summary(rows, catalogue)
-        if not s["events"]:
-            lines.append(f"| {shape} | {label} | 0 | - | - | - |")
-            continue
-        cells = []
-        for model in MODELS:
-            cells.append(f"{s[f'{model}_median']:.0f} / {s[f'{model}_mrr']:.4f} / "
-                         + " / ".join(f"{s[f'{model}_r{k}']:.3f}" for k in KS))
-        same = s["events"] - s["text_higher"] - s["text_lower"]
-        lines.append(f"| {shape} | {label} | {s['events']:,} | {cells[0]} | {cells[1]} | "
-                     f"{s['text_higher']} / {s['text_lower']} / {same} |")
+    lines = rows(shape, [(f"fewer than {rare_below} training events", frame.where(F.col("train_events") < rare_below)),
+                         ("every held-out item", frame),
+                         ("every held-out item, among the items out by then", out_only)], catalogue)
     frame.unpersist()
     held.unpersist()
     return lines
 
 
 HEADER = ["| shape | held-out items | events | seqrec: median rank / MRR / R@10 / R@50 / R@100 | "
-          "seqrec_no_text: the same | text ranks it higher / lower / equal |",
+          "seqrec_no_text: the same | text ranks it higher / lower / equal (sign test) |",
           "| --- | --- | --- | --- | --- | --- |"]
 
 
