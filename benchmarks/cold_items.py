@@ -4,24 +4,26 @@
         [--keep last|first] [--seed 3] [--set KEY=VALUE ...]
 
 Under leave-last-out the samples, like the public sets they imitate, hold few held-out items with
-fewer than ``eval.rare_item_events`` (5) training events: a few in a thousand events on a rating
-site, none in a shop whose catalogue is all sold each day. ``benchmarks/rare_items.py`` ranks
-those few. This benchmark makes many: it takes the leave-last-out split of a lake that
+fewer than ``eval.rare_item_events`` (5) training events: about one in a hundred events on a
+rating site, none in a shop whose small catalogue is viewed every day. ``benchmarks/rare_items.py``
+ranks those few. This benchmark makes many: it takes the leave-last-out split of a lake that
 ``benchmarks/shapes.py --out DIR`` left (the split of ``recjobs eval``) and picks a seeded share
 (``--share``) of the items held out for some user. Of each picked item's training events it keeps
 0 to 4 (how many is seeded per item) and drops the rest from the training events: the users who
 met it otherwise never did. ``--keep last`` (the default) keeps its last events before the
 cut-off, as if it had just come out (the cold start of a new arrival); ``--keep first`` keeps its
-first, as if it had been out all along and hardly anyone chose it (the long tail). The sequence model is trained on these events twice, with the shape's settings, once with
-its language-model input and once with ID embeddings only (the evaluation's ``seqrec`` and
-``seqrec_no_text``), each in a hold-out lake of its own
-(``<lake>/_holdout/leave_last_out-cold`` and ``-cold-no_text``), and each ranks every held-out
-event's item among the whole catalogue, less what the user's lists leave out (as
-``benchmarks/rare_items.py`` does, with its columns): the cold items with no training event
-left, those with 1 to 4, and the other held-out items, with the sign test of the text model
-ranking it higher. Without text, an item with no training event keeps the ID vector it started
-with. A lake already trained from the same split, share, seed and ``--keep`` is ranked as it is. ``--set``: the settings
-``benchmarks/shapes.py`` was given.
+first, as if it had been out all along and hardly anyone chose it (the long tail). The sequence
+model is trained on these events twice, with the shape's settings, once with its language-model
+input and once with ID embeddings only (the evaluation's ``seqrec`` and ``seqrec_no_text``), each
+in a hold-out lake of its own (``<lake>/_holdout/leave_last_out-cold`` and ``-cold-no_text``),
+and each ranks every held-out event's item among the whole catalogue, less what the user's lists
+leave out (as ``benchmarks/rare_items.py`` does, with its columns): the cold items with no
+training event left, those with 1 to 4, and the other held-out items, with the sign test of the
+text model ranking it higher. Without text, an item with no training event keeps the ID vector
+it started with. A lake already trained from the same split, share, seed, ``--keep`` and settings
+is ranked as it is. ``--set``: the settings ``benchmarks/shapes.py`` was given, or a training
+setting to compare (``--set seqrec.patience=60 --set seqrec.epochs=45`` trains 45 epochs without
+the early stop).
 """
 from __future__ import annotations
 
