@@ -74,8 +74,9 @@ def thin(train, held, share: float, below: int, seed: int, which: str = "last"):
 def build(spark, cfg, ds, share: float, seed: int, which: str = "last", run_id: str = "bench-cold-items"):
     """Split the lake's events, thin them (:func:`thin`) and train both models on them.
     Returns (held-out events with ``train_events`` counted in the thinned training events and
-    ``keep`` (null for an item not made cold), the date the models are of, model -> lake
-    configuration)."""
+    ``keep`` (null for an item not made cold), checkpointed; the date the models are of, model ->
+    lake configuration)."""
+    from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
     from jobs.common import delta_io
@@ -88,17 +89,25 @@ def build(spark, cfg, ds, share: float, seed: int, which: str = "last", run_id: 
     ev = EvalSettings.from_config(cfg)
     train, test, fds = split(delta_io.read_table(spark, cfg, "events_clean"), PROTOCOL, ds, ev.relevant_types,
                              ev.random_ratio, ev.seed)
-    thinned, cold = thin(train, test, share, ev.rare_item_events, seed, which)
-    source = split_source(events_source(spark, cfg), PROTOCOL, ds, ev.relevant_types, cold_share=share,
-                          cold_seed=seed, cold_below=ev.rare_item_events, cold_keep=which)
-    span = history_days(train, fds)
-    lakes = {}
-    for model, (suffix, values) in COLD.items():
-        lakes[model] = holdout_cfg(cfg, holdout_name(PROTOCOL, suffix), values, span)
-        build_features(spark, cfg, lakes[model], thinned, fds, run_id, STAGES, source=source)
-    held = (with_training_events(test, delta_io.read_table(spark, lakes["seqrec"], "events_clean"))
-            .join(cold, c.ITEM_ID, "left")
-            .select(c.USER_ID, c.ITEM_ID, "train_events", "keep", F.col(c.EVENT_TS).alias("held_ts")))
+    # the split once: the span, the thinning for both lakes and the held-out rows read it
+    train = train.persist(StorageLevel.MEMORY_AND_DISK)
+    test = test.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        thinned, cold = thin(train, test, share, ev.rare_item_events, seed, which)
+        source = split_source(events_source(spark, cfg), PROTOCOL, ds, ev.relevant_types, cold_share=share,
+                              cold_seed=seed, cold_below=ev.rare_item_events, cold_keep=which)
+        span = history_days(train, fds)
+        lakes = {}
+        for model, (suffix, values) in COLD.items():
+            lakes[model] = holdout_cfg(cfg, holdout_name(PROTOCOL, suffix), values, span)
+            build_features(spark, cfg, lakes[model], thinned, fds, run_id, STAGES, source=source)
+        held = (with_training_events(test, delta_io.read_table(spark, lakes["seqrec"], "events_clean"))
+                .join(cold, c.ITEM_ID, "left")
+                .select(c.USER_ID, c.ITEM_ID, "train_events", "keep", F.col(c.EVENT_TS).alias("held_ts"))
+                .localCheckpoint())
+    finally:
+        train.unpersist()
+        test.unpersist()
     return held, fds, lakes
 
 
@@ -112,7 +121,6 @@ def report(spark, shape: str, cfg, ds, share: float, seed: int, which: str = "la
     from jobs.common.settings import EvalSettings
 
     held, fds, lakes = build(spark, cfg, ds, share, seed, which)
-    held = held.persist()
     catalogue = delta_io.read_table(spark, cfg, "items_clean").count()
     frame = placed(spark, cfg, lakes, held, fds).persist()
     below = EvalSettings.from_config(cfg).rare_item_events
@@ -120,12 +128,12 @@ def report(spark, shape: str, cfg, ds, share: float, seed: int, which: str = "la
                          (f"cold, 1 to {below - 1} training events left", frame.where(F.col("keep") > 0)),
                          ("not made cold", frame.where(F.col("keep").isNull()))], catalogue)
     frame.unpersist()
-    held.unpersist()
     return lines
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchmarks.shapes import SIZES, bench_cfg
+    from benchmarks.rare_items import shape_lakes
+    from benchmarks.shapes import SIZES
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, help="the folder benchmarks/shapes.py wrote (one sub-folder per shape)")
@@ -138,23 +146,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="the --set benchmarks/shapes.py was given (repeatable)")
     args = parser.parse_args(argv)
 
-    import datetime as dt
-    import json
-
     from conf import CONF_DIR
     from jobs.common.config import load_config
     from jobs.common.session import get_spark
 
     spark = get_spark(load_config([CONF_DIR / "local.yaml"]), app_name="recjobs-bench-cold-items")
     lines = list(HEADER)
-    for shape in args.shapes:
-        out = Path(args.out) / shape
-        truth = out / "sample" / "ground_truth.json"
-        if not (out / "lake" / "events_clean").is_dir() or not truth.is_file():
-            raise SystemExit(f"{out}: no benchmark lake here; run benchmarks/shapes.py --out {args.out} "
-                             f"--shapes {shape} first")
-        ds = dt.date.fromisoformat(json.loads(truth.read_text())["end_date"])
-        cfg = bench_cfg(out, out / "sample" / "recjobs.yaml", [PROTOCOL], args.overrides)
+    for shape, cfg, ds in shape_lakes(args.out, args.shapes, args.overrides, "events_clean"):
         lines += report(spark, shape, cfg, ds, args.share, args.seed, args.keep)
         print(f"{shape}: trained and ranked", flush=True)
     print("\n".join(lines))

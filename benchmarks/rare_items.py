@@ -178,8 +178,27 @@ HEADER = ["| shape | held-out items | events | seqrec: median rank / MRR / R@10 
           "| --- | --- | --- | --- | --- | --- |"]
 
 
+def shape_lakes(root: str, shapes: list[str], overrides: list[str], needs: str):
+    """``(shape, configuration, date)`` of each shape's lake that ``benchmarks/shapes.py --out
+    root`` left (with its ``--set`` ``overrides``); exits naming the command to run first when a
+    lake has no ``needs`` folder."""
+    import datetime as dt
+    import json
+
+    from benchmarks.shapes import bench_cfg
+
+    for shape in shapes:
+        out = Path(root) / shape
+        truth = out / "sample" / "ground_truth.json"
+        if not (out / "lake" / needs).is_dir() or not truth.is_file():
+            raise SystemExit(f"{out}: no benchmark lake with {needs} here; run "
+                             f"benchmarks/shapes.py --out {root} --shapes {shape} first")
+        ds = dt.date.fromisoformat(json.loads(truth.read_text())["end_date"])
+        yield shape, bench_cfg(out, out / "sample" / "recjobs.yaml", [PROTOCOL], overrides), ds
+
+
 def main(argv: list[str] | None = None) -> int:
-    from benchmarks.shapes import SIZES, bench_cfg
+    from benchmarks.shapes import SIZES
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, help="the folder benchmarks/shapes.py wrote (one sub-folder per shape)")
@@ -188,23 +207,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="the --set benchmarks/shapes.py was given (repeatable)")
     args = parser.parse_args(argv)
 
-    import datetime as dt
-    import json
-
     from conf import CONF_DIR
     from jobs.common.config import load_config
     from jobs.common.session import get_spark
 
     spark = get_spark(load_config([CONF_DIR / "local.yaml"]), app_name="recjobs-bench-rare-items")
     lines = list(HEADER)
-    for shape in args.shapes:
-        out = Path(args.out) / shape
-        truth = out / "sample" / "ground_truth.json"
-        if not (out / "lake" / "_holdout").is_dir() or not truth.is_file():
-            raise SystemExit(f"{out}: no benchmark lake with its hold-outs here; run "
-                             f"benchmarks/shapes.py --out {args.out} --shapes {shape} first")
-        ds = dt.date.fromisoformat(json.loads(truth.read_text())["end_date"])
-        lines += report(spark, shape, bench_cfg(out, out / "sample" / "recjobs.yaml", [PROTOCOL], args.overrides), ds)
+    for shape, cfg, ds in shape_lakes(args.out, args.shapes, args.overrides, "_holdout"):
+        lines += report(spark, shape, cfg, ds)
     print("\n".join(lines))
     return 0
 

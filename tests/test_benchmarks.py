@@ -51,7 +51,7 @@ def test_a_held_out_item_is_ranked_among_the_catalogue_less_the_users_exclusions
     assert got == {("u1", "b"): (2, 2), ("u2", "b"): (2, 1), ("u3", "a"): (None, None)}
 
 
-def test_cold_items_keep_only_their_first_events_and_the_rest_is_untouched(spark):
+def test_cold_items_keep_only_their_last_or_first_events_and_the_rest_is_untouched(spark):
     import pytest
 
     from benchmarks.cold_items import thin
