@@ -65,6 +65,28 @@ def test_padding_in_front_changes_nothing():
     assert torch.allclose(vb[0], v1[0], atol=1e-5) and torch.allclose(vb[1], v_other[0], atol=1e-5)
 
 
+@pytest.mark.parametrize("use_text", [True, False])
+def test_an_untrained_model_already_tells_users_apart_by_their_items(use_text):
+    """Item and position embeddings start at one scale: at the default width, and with
+    384-dimensional text vectors, the positions do not drown the items before the layer norm (at
+    torch's default N(0, 1) positions every user got nearly the same vector, cosine 0.97 to 1.0)."""
+    torch.manual_seed(0)
+    n, lm_dim = 200, 384
+    rng = np.random.default_rng(0)
+    lm = np.zeros((n + 1, lm_dim), dtype=np.float32)
+    lm[1:] = rng.normal(size=(n, lm_dim))
+    lm[1:] /= np.linalg.norm(lm[1:], axis=1, keepdims=True)
+    cfg = sq.SeqRecConfig(n_items=n, lm_dim=lm_dim if use_text else 0, use_text=use_text, dropout=0.0)
+    model = sq.build_model(cfg, lm if use_text else None).eval()
+    histories = torch.as_tensor(rng.integers(1, n + 1, size=(64, 10)))
+    with torch.no_grad():
+        vectors, _ = model.user_vectors(histories)
+    unit = torch.nn.functional.normalize(vectors, dim=1)
+    cosine = (unit @ unit.T)[~torch.eye(64, dtype=torch.bool)]
+    assert float(cosine.mean()) < 0.75, float(cosine.mean())
+    assert float(model.pos.weight.std()) == pytest.approx(sq.INIT_STD, rel=0.2)
+
+
 @pytest.mark.parametrize("full_softmax_max_items", [10_000, 5])     # full cross-entropy, sampled softmax
 def test_the_loss_falls_and_the_planted_rule_is_learned(full_softmax_max_items):
     model = _model().train()
@@ -292,13 +314,3 @@ def test_id_dropout_leaves_an_item_its_text_alone_in_training_only():
         assert torch.equal(model.items(), full)
     with pytest.raises(ValueError, match="id_dropout"):
         sq.SeqRecConfig(n_items=3, lm_dim=LM_DIM, id_dropout=1.0)
-
-
-def test_id_dropout_teaches_the_model_to_rank_by_text_an_item_it_never_trained_on():
-    """The same training with and without ID dropout, over three seeds: with it, the held-out
-    items never trained on reach the top 10 more often, and the others as often as without."""
-    lm, ex, new = _groups_with_an_unseen_item()
-    plain = np.array([_unseen_hits(lm, ex, new, seed) for seed in range(3)])
-    dropped = np.array([_unseen_hits(lm, ex, new, seed, id_dropout=0.5) for seed in range(3)])
-    assert dropped[:, 0].mean() > plain[:, 0].mean() + 0.1, (plain, dropped)
-    assert dropped[:, 1].mean() >= plain[:, 1].mean() - 0.02, (plain, dropped)

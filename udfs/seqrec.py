@@ -32,6 +32,12 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 PAD = 0
+# Initial scale of the learned item ID and position embeddings (GPT-2's). The two are summed before
+# a layer norm, so they must start at one scale: with torch's default N(0, 1) positions beside
+# 0.02 items, the normalised input was nearly all position, every user got the same vector, and
+# training first learned one list for everyone (popularity), then lost it for several epochs
+# before the items' vectors grew enough to tell users apart.
+INIT_STD = 0.02
 
 
 @dataclass(frozen=True)
@@ -165,10 +171,11 @@ def _module_class():
                 if config.use_text:
                     nn.init.zeros_(self.ids.weight)
                 else:
-                    nn.init.normal_(self.ids.weight, std=0.02)
+                    nn.init.normal_(self.ids.weight, std=INIT_STD)
                     with torch.no_grad():
                         self.ids.weight[PAD].zero_()
             self.pos = nn.Embedding(config.max_len, config.dim)
+            nn.init.normal_(self.pos.weight, std=INIT_STD)
             self.ln_in = nn.LayerNorm(config.dim)
             self.blocks = nn.ModuleList(Block(config.dim, config.heads, config.dropout) for _ in range(config.layers))
             self.ln_out = nn.LayerNorm(config.dim)
