@@ -85,8 +85,8 @@ except ImportError:          # without pytest-xdist the suite runs in one proces
 # this order, so the long ones start early and the short ones fill in at the end: in-suite seconds
 # of one full run (before the sequence model's position fix), the shop night with the resumes run
 # on copies of its lake 693, the imported nightly 444, rank 375, the reviews night 306, the ratings
-# night 251, faults 138, the series night 151 (the rest: about 320 together, none over 58). Sorted by test count instead, the
-# imported nightly came last and one worker ran it alone.
+# night 251, faults 138, the series night 151 (the rest: about 320 together, none over 58).
+# Sorted by test count instead, the imported nightly came last and one worker ran it alone.
 LONGEST_FIRST = ("night-shop", "test_importers.py", "test_rank.py", "night-reviews", "night-ratings",
                  "test_faults.py", "test_seqrec_night.py")
 

@@ -10,10 +10,10 @@ from udfs import seqrec as sq
 N_ITEMS, LM_DIM = 30, 8
 
 
-def _lm(seed: int = 0, n: int = N_ITEMS) -> np.ndarray:
+def _lm(seed: int = 0, n: int = N_ITEMS, dim: int = LM_DIM) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    v = np.zeros((n + 1, LM_DIM), dtype=np.float32)
-    v[1:] = rng.normal(size=(n, LM_DIM))
+    v = np.zeros((n + 1, dim), dtype=np.float32)
+    v[1:] = rng.normal(size=(n, dim))
     v[1:] /= np.linalg.norm(v[1:], axis=1, keepdims=True)
     return v
 
@@ -72,13 +72,9 @@ def test_an_untrained_model_already_tells_users_apart_by_their_items(use_text):
     torch's default N(0, 1) positions every user got nearly the same vector, cosine 0.97 to 1.0)."""
     torch.manual_seed(0)
     n, lm_dim = 200, 384
-    rng = np.random.default_rng(0)
-    lm = np.zeros((n + 1, lm_dim), dtype=np.float32)
-    lm[1:] = rng.normal(size=(n, lm_dim))
-    lm[1:] /= np.linalg.norm(lm[1:], axis=1, keepdims=True)
     cfg = sq.SeqRecConfig(n_items=n, lm_dim=lm_dim if use_text else 0, use_text=use_text, dropout=0.0)
-    model = sq.build_model(cfg, lm if use_text else None).eval()
-    histories = torch.as_tensor(rng.integers(1, n + 1, size=(64, 10)))
+    model = sq.build_model(cfg, _lm(0, n, lm_dim) if use_text else None).eval()
+    histories = torch.as_tensor(np.random.default_rng(1).integers(1, n + 1, size=(64, 10)))
     with torch.no_grad():
         vectors, _ = model.user_vectors(histories)
     unit = torch.nn.functional.normalize(vectors, dim=1)
