@@ -65,6 +65,10 @@ def _test_values(warehouse: str) -> dict:
                 "spark.sql.codegen.wholeStage": "false",
                 "spark.sql.codegen.factoryMode": "NO_CODEGEN",
                 "spark.driver.extraJavaOptions": "-XX:+UseParallelGC -XX:ParallelGCThreads=1",
+                # Adaptive execution re-plans every query at each shuffle to coalesce partitions and
+                # switch joins, which two partitions of test data never need: the shop night took
+                # 243 s without it and 264 s with it, alone on the machine.
+                "spark.sql.adaptive.enabled": "false",
                 "spark.sql.execution.arrow.pyspark.enabled": "true",
             },
         },
@@ -83,9 +87,9 @@ except ImportError:          # without pytest-xdist the suite runs in one proces
 # The groups of tests that take longest (a night each, or several), longest first; every other
 # group follows in collection order. ``pytest -n 2`` hands groups to whichever worker is free in
 # this order, so the long ones start early and the short ones fill in at the end: in-suite seconds
-# of one full run (before the sequence model's position fix), the shop night with the resumes run
-# on copies of its lake 693, the imported nightly 444, rank 375, the reviews night 306, the ratings
-# night 251, faults 138, the series night 151 (the rest: about 320 together, none over 58).
+# of one full run (26 min), the shop night with the resumes run on copies of its lake 797, the
+# imported nightly 517, rank 452, the reviews night 355, the ratings night 287, faults 171, the
+# series night 104 (the rest: about 390 together, none over 76).
 # Sorted by test count instead, the imported nightly came last and one worker ran it alone.
 LONGEST_FIRST = ("night-shop", "test_importers.py", "test_rank.py", "night-reviews", "night-ratings",
                  "test_faults.py", "test_seqrec_night.py")
